@@ -208,12 +208,14 @@ class MujocoSimulator:
         self.qpos = self.batch.bind("qpos")  # (N, 19) live views of the state rows
         self.qvel = self.batch.bind("qvel")  # (N, 18)
         self.ctrl = self.batch.bind("ctrl")  # (N, 12)
+        self.time = self.batch.bind("time")  # (N,) simulated seconds since the last reset
         self.actuator_force = self.batch.bind("actuator_force")  # (N, 12), read-only
         self._sensor_record = {"sensordata": np.zeros((num_envs, cfg.decimation, m.nsensordata))}
         self._readout = np.zeros((num_envs, _READOUT_COLUMNS), dtype=np.float32)
         self._torque_valid = np.zeros(num_envs, dtype=bool)  # torques are zero until the first step
         self._contact_force = np.zeros((num_envs, 9))  # max force over the contact history
         self._push_timer = np.zeros(num_envs)
+        self.num_failed_simulations = 0  # diverged or rejected simulations, ended as falls
         self._randomize_startup()
         self.state = self.reset()
 
@@ -276,16 +278,21 @@ class MujocoSimulator:
         self.ctrl[:] = targets
         if self.cfg.randomization.push:
             self._apply_pushes()
+        expected_time = self.time + self.step_dt - 1e-9
+        rejected = np.zeros(0, dtype=np.int64)
         try:
             self.batch.rollout(self.cfg.decimation, record=("sensordata",), out=self._sensor_record)
         except mj_batch.SimulationError as error:
-            # MuJoCo rejected these simulations (e.g. a diverged state): their pre-call state is
-            # kept; report them as fallen so the task terminates and resets them.
-            self._contact_force[error.ids] = np.inf
-        else:
-            forces = self._sensor_record["sensordata"][:, -self.cfg.contact_history:].reshape(
-                self.num_envs, self.cfg.contact_history, 9, 3)
-            self._contact_force = np.linalg.norm(forces, axis=-1).max(axis=1)  # (N, 9)
+            rejected = np.asarray(error.ids)  # MuJoCo refused to step these; their state is unchanged
+        forces = self._sensor_record["sensordata"][:, -self.cfg.contact_history:].reshape(
+            self.num_envs, self.cfg.contact_history, 9, 3)
+        self._contact_force = np.linalg.norm(forces, axis=-1).max(axis=1)  # (N, 9)
+        # A diverging simulation is silently reset by MuJoCo (its clock restarts): report it, and
+        # any rejected one, as fallen (base contact) so the task ends and re-draws the episode.
+        failed = np.union1d(np.flatnonzero(self.time < expected_time), rejected)
+        if len(failed):
+            self._contact_force[failed, 0] = np.inf
+            self.num_failed_simulations += len(failed)
         self._torque_valid[:] = True
         self.state = self._read_state()
         return self.state

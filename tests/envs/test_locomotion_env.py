@@ -1,0 +1,87 @@
+"""LocomotionEnv API, commands, and its promised errors on bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rwm.config import ConfigError, apply_overrides, from_dict
+from rwm.envs.locomotion_env import LocomotionEnvCfg
+from rwm.envs.mdp.commands import CommandCfg
+from rwm.tasks import make_env, make_task_cfg, task_ids
+from rwm.tasks.anymal_d_flat import TaskCfg
+from tests.conftest import make_quiet_env
+
+
+def test_rsl_rl_api(quiet_env):
+    env = quiet_env
+    assert env.num_actions == 12 and env.max_episode_length == 1000
+    obs = env.get_observations()
+    assert set(obs) == {"policy", "system_state", "system_action", "system_contact", "system_termination"}
+    assert obs["policy"].shape == (env.num_envs, 48)
+    obs, rewards, dones, extras = env.step(torch.zeros(env.num_envs, 12))
+    assert rewards.shape == (env.num_envs,) and dones.dtype == torch.bool
+    assert extras["time_outs"].shape == (env.num_envs,)
+    env.randomize_episode_lengths()
+    assert env.episode_length_buf.max() < env.max_episode_length and env.episode_length_buf.float().std() > 0
+
+
+def test_heading_control_turns_towards_the_target_and_standing_envs_get_zero():
+    env = make_quiet_env(num_envs=64, commands=CommandCfg(standing_fraction=0.5))
+    command = env.command_manager
+    standing = command.is_standing
+    assert 0 < standing.sum() < 64
+    assert torch.all(command.command[standing] == 0)
+    moving = ~standing
+    expected = torch.clamp(0.5 * command.heading_target[moving], -1.0, 1.0)  # heading is 0 after reset
+    torch.testing.assert_close(command.command[moving, 2], expected)
+
+
+def test_commands_stay_in_range_and_resample_on_time():
+    env = make_quiet_env(num_envs=32, commands=CommandCfg(resampling_time_s=(0.1, 0.1), heading_control=False,
+                                                          standing_fraction=0.0))
+    first = env.command_manager.command.clone()
+    for _ in range(5):  # 0.1 s = 5 control steps
+        env.step(torch.zeros(32, 12))
+    assert not torch.equal(first, env.command_manager.command)
+    assert env.command_manager.command.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("actions, message", [
+    (torch.zeros(8, 11), "shape"),
+    (torch.zeros(7, 12), "shape"),
+    (torch.zeros(8, 12, dtype=torch.long), "dtype"),
+    (torch.full((8, 12), float("nan")), "NaN"),
+    (torch.full((8, 12), float("inf")), "NaN or infinite"),
+    ([[0.0] * 12] * 8, "torch.Tensor"),
+])
+def test_bad_actions_raise_value_error(quiet_env, actions, message):
+    with pytest.raises(ValueError, match=message):
+        quiet_env.step(actions)
+
+
+def test_unknown_config_keys_and_out_of_range_values_raise_value_error():
+    with pytest.raises(ValueError, match="comands"):
+        from_dict(TaskCfg, {"env": {"comands": {}}})
+    with pytest.raises(ValueError, match="standing_fraction"):
+        apply_overrides(TaskCfg(), ["env.commands.standing_fraction=2.0"])
+    with pytest.raises(ValueError, match="num_envs"):
+        apply_overrides(TaskCfg(), ["num_envs=0"])
+    with pytest.raises(ValueError, match="unknown term"):
+        LocomotionEnvCfg(reward_weights={"track_lin_vel": 1.0})
+    with pytest.raises(ConfigError, match="episode_length_s"):
+        LocomotionEnvCfg(episode_length_s=-1.0)
+    with pytest.raises(ValueError, match="device"):
+        TaskCfg(device="tpu")
+
+
+def test_task_registry_and_factory():
+    assert "Velocity-Flat-Anymal-D-Init-v0" in task_ids()
+    cfg = make_task_cfg("Velocity-Flat-Anymal-D-Pretrain-v0")
+    assert cfg.env.reward_weights["flat_orientation_l2"] == -5.0
+    assert make_task_cfg("Velocity-Flat-Anymal-D-Init-v0").env.reward_weights["flat_orientation_l2"] == 0.0
+    with pytest.raises(ValueError, match="did you mean 'Velocity-Flat-Anymal-D-Init-v0'"):
+        make_task_cfg("Velocity-Flat-Anymal-D-Init-v1")
+    cfg.num_envs = 4
+    env = make_env(cfg)
+    assert env.num_envs == 4 and env.get_observations()["policy"].shape == (4, 48)

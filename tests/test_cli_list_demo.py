@@ -1,0 +1,38 @@
+"""`rwm list` and `rwm demo`, through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from rwm.tasks import task_ids
+
+
+def run_rwm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rwm.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_list_prints_one_line_per_task():
+    result = run_rwm("list")
+    assert result.returncode == 0
+    lines = result.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == task_ids()
+
+
+def test_demo_measures_standing_and_random_policies():
+    result = run_rwm("demo", "--num-envs", "8", "--seconds", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["standing"]["control_steps_per_s"] > 0
+    assert report["standing"]["mean_base_height_m"] > 0.45
+
+
+def test_demo_rejects_bad_input_with_one_line():
+    for args, fragment in ((["env.nosie.enabled=false"], "unknown config key 'env.nosie'"),
+                           (["--num-envs", "abc"], "'abc' is not an integer"),
+                           (["--task", "Nope-v0"], "unknown task id")):
+        result = run_rwm("demo", "--num-envs", "2", "--seconds", "0.1", *args)
+        assert result.returncode != 0
+        assert fragment in result.stderr
+        assert "Traceback" not in result.stderr
