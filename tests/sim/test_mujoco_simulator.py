@@ -79,6 +79,10 @@ def test_dropped_on_its_back_base_contact_fires_and_terminates():
             terminated = True
             assert not extras["time_outs"][0], "a fall must not be reported as a time-out"
             assert extras["log"]["Episode_Termination/base_contact"] == 1.0
+            terminal = extras["terminal"]
+            assert terminal["ids"].tolist() == [0]
+            assert terminal["system_termination"].tolist() == [[1.0]], "the fallen state is kept for the world model"
+            assert env.get_observations()["system_termination"][0, 0] == 0.0, "the returned obs is the new episode's"
             break
     assert terminated, "base contact never terminated the upside-down robot"
     assert not dones[1]

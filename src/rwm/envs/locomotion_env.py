@@ -6,6 +6,11 @@ to the default pose), `uncertainty` (None, or a (N,) tensor of epistemic uncerta
 `reset(ids) -> RobotState`, `step(actions) -> RobotState`. Its API follows rsl_rl's VecEnv:
 `get_observations()`, `step(actions) -> (obs, rewards, dones, extras)` with
 `extras["time_outs"]` for bootstrapping and per-episode statistics in `extras["log"]`.
+
+Finished environments are reset inside `step`, so the observations it returns are the new
+episodes' first ones; the states the finished episodes ended in (a fall, or the time limit) are
+in `extras["terminal"]`: `ids` (k,) and their `system_state` (k, 45), `system_contact` (k, 8),
+`system_termination` (k, 1), so a world model can learn from the last transition too.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from rwm.config import check
 from rwm.envs.mdp.commands import CommandCfg, VelocityCommand
 from rwm.envs.mdp.observations import ObservationNoiseCfg, observation_groups
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, REWARD_TERMS, RewardContext
-from rwm.sim.state import NUM_JOINTS, RobotState
+from rwm.sim.state import NUM_JOINTS, RobotState, to_system_vectors
 
 
 @dataclass
@@ -120,6 +125,9 @@ class LocomotionEnv:
         extras = {"time_outs": time_outs, "log": {}}
         if len(reset_ids) > 0:
             extras["log"] = self._episode_log(reset_ids, terminated, time_outs)
+            terminal_state, terminal_contact, terminal_termination = to_system_vectors(state.index(reset_ids))
+            extras["terminal"] = {"ids": reset_ids, "system_state": terminal_state,
+                                  "system_contact": terminal_contact, "system_termination": terminal_termination}
             self._reset_envs(reset_ids)
         self.command_manager.update(self.state, dt)
         self._observations = self._compute_observations()
