@@ -1,40 +1,217 @@
 """ANYmal D, flat ground, velocity tracking: the configuration of every task mode.
 
-Each mode is a `TaskCfg`; later modes add their learning sections to it. CPU-scale values are
-the defaults (a laptop finishes in minutes); `PAPER_SCALE` names the published values.
+Each mode is a `TaskCfg`; later modes add their learning sections to it. The sections are
+
+    env        the task (commands, observations, rewards, terminations)      rwm.envs
+    sim        the real simulator (MuJoCo timing, actuation, randomisation)   rwm.sim.mujoco
+    policy     the actor-critic network                                       PolicyCfg
+    algorithm  every PPO number                                               PPOCfg
+    runner     the training loop: rollout length, iterations, checkpoints,
+               logging, and the evaluation used by `rwm play`                 RunnerCfg
+
+Two scales
+----------
+The dataclass defaults are the **CPU scale**: sized so that a 2-core laptop trains the Init
+policy to good velocity tracking in about a quarter of an hour (1024 environments x 24 steps x
+600 iterations, observation normalisation on). The **paper scale** (``scale=paper``) is the
+published setting (spec §8, §12.1, §13: 4096 environments x 24 steps, 300 Init / 2000
+Pretrain iterations, no observation normalisation), meant for big machines or a GPU. Select
+it with the override ``scale=paper`` on the command line (it is applied before every other
+override, so ``scale=paper num_envs=2048`` works) or with :func:`with_scale` in code; the
+written ``config.yaml`` records both the label and every resolved value.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from rwm.config import check
+from rwm.config import ConfigError, apply_overrides, check
 from rwm.envs.locomotion_env import LocomotionEnvCfg
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, INIT_REWARD_WEIGHTS
 from rwm.sim.mujoco import MujocoSimCfg
 
 Mode = Literal["init", "pretrain", "finetune", "visualize", "offline"]
-
-# The published experiment sizes (spec §3.1, §13), for `scale=paper` runs on big machines.
-PAPER_SCALE = {"num_envs": 4096}
+Scale = Literal["cpu", "paper"]
 
 
+# ----------------------------------------------------------------------------- learning sections
+@dataclass
+class PolicyCfg:
+    """Gaussian MLP actor-critic (spec §8): actor 48 -> hidden -> 12, critic 48 -> hidden -> 1."""
+
+    actor_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])
+    critic_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])
+    activation: Literal["elu", "relu", "tanh"] = "elu"
+    init_noise_std: float = 1.0  # initial std of every action dimension
+    # Running mean/std normalisation of actor and critic inputs. Off in the paper; on at CPU
+    # scale because joint velocities (tens of rad/s) and unit-scale commands share one input
+    # vector, and normalised inputs learn faster when every sample is expensive.
+    obs_normalization: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("actor_hidden_dims", "critic_hidden_dims"):
+            dims = getattr(self, key)
+            check(len(dims) > 0 and all(d >= 1 for d in dims),
+                  f"policy.{key} = {dims}; expected a non-empty list of positive layer widths.")
+        check(math.isfinite(self.init_noise_std) and self.init_noise_std > 0,
+              f"policy.init_noise_std = {self.init_noise_std}; expected a finite number > 0.")
+
+
+@dataclass
+class PPOCfg:
+    """Every PPO number (spec §8; rsl_rl / Isaac Lab values for flat ANYmal D)."""
+
+    num_learning_epochs: int = 5
+    num_mini_batches: int = 4
+    clip_param: float = 0.2  # ratio clip, also the value-update clip
+    gamma: float = 0.99
+    lam: float = 0.95
+    value_loss_coef: float = 1.0
+    entropy_coef: float = 0.005
+    learning_rate: float = 1.0e-3  # initial Adam step; adapted by the KL rule when schedule="adaptive"
+    max_grad_norm: float = 1.0
+    use_clipped_value_loss: bool = True
+    schedule: Literal["adaptive", "fixed"] = "adaptive"
+    desired_kl: float = 0.01
+    normalize_advantage_per_mini_batch: bool = False  # False: once over the whole rollout (rsl_rl)
+
+    def __post_init__(self) -> None:
+        check(self.num_learning_epochs >= 1, f"algorithm.num_learning_epochs = {self.num_learning_epochs}; expected >= 1.")
+        check(self.num_mini_batches >= 1, f"algorithm.num_mini_batches = {self.num_mini_batches}; expected >= 1.")
+        for key in ("clip_param", "learning_rate", "max_grad_norm", "desired_kl"):
+            value = getattr(self, key)
+            check(math.isfinite(value) and value > 0, f"algorithm.{key} = {value}; expected a finite number > 0.")
+        for key in ("gamma", "lam"):
+            value = getattr(self, key)
+            check(0.0 <= value <= 1.0, f"algorithm.{key} = {value}; expected a number in [0, 1].")
+        for key in ("value_loss_coef", "entropy_coef"):
+            value = getattr(self, key)
+            check(math.isfinite(value) and value >= 0, f"algorithm.{key} = {value}; expected a finite number >= 0.")
+
+
+@dataclass
+class EvalCfg:
+    """How `rwm play` (and the benchmark) measure a policy in the real simulator.
+
+    As in Isaac Lab's *Play* configurations, observation noise and pushes are off by default,
+    so the numbers measure the policy rather than the disturbances; both can be switched on.
+    """
+
+    num_envs: int = 128
+    seconds: float = 20.0  # simulated time; 20 s is one full episode per environment
+    observation_noise: bool = False
+    pushes: bool = False
+    seed: int = 1  # differs from the training seed so the policy meets unseen episodes
+    video_envs: int = 4  # environments shown side by side in the video
+    video_seconds: float = 10.0  # the video covers the first this-many seconds
+    video_fps: int = 25
+    video_width: int = 480  # pixels per environment tile
+    video_height: int = 360
+
+    def __post_init__(self) -> None:
+        check(self.num_envs >= 1, f"runner.eval.num_envs = {self.num_envs}; expected >= 1.")
+        check(self.seconds > 0, f"runner.eval.seconds = {self.seconds}; expected > 0.")
+        check(self.video_envs >= 1, f"runner.eval.video_envs = {self.video_envs}; expected >= 1.")
+        check(self.video_seconds > 0, f"runner.eval.video_seconds = {self.video_seconds}; expected > 0.")
+        check(1 <= self.video_fps <= 50, f"runner.eval.video_fps = {self.video_fps}; expected 1..50 (the control rate).")
+        check(self.video_width >= 16 and self.video_height >= 16,
+              f"runner.eval.video_width/height = {self.video_width}x{self.video_height}; expected at least 16x16.")
+
+
+@dataclass
+class RunnerCfg:
+    """The training loop: what one iteration is, how many, and what is written where."""
+
+    num_steps_per_env: int = 24  # rollout length per environment and iteration
+    max_iterations: int = 600  # TOTAL iterations of the run (a resumed run continues up to it)
+    save_interval: int = 50  # checkpoint every this-many iterations (and always at the end)
+    init_at_random_ep_len: bool = True  # spread the first time-outs over an episode
+    logger: Literal["tensorboard", "none"] = "tensorboard"  # metrics.jsonl is always written
+    console: Literal["summary", "line", "none"] = "summary"  # per-iteration console output
+    progress_bar: bool = True
+    run_name: str = ""  # appended to the run directory's time stamp
+    log_root: str = "logs"  # runs go to <log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run_name>]/
+    eval: EvalCfg = field(default_factory=EvalCfg)
+
+    def __post_init__(self) -> None:
+        check(self.num_steps_per_env >= 1, f"runner.num_steps_per_env = {self.num_steps_per_env}; expected >= 1.")
+        check(self.max_iterations >= 0, f"runner.max_iterations = {self.max_iterations}; expected >= 0.")
+        check(self.save_interval >= 1, f"runner.save_interval = {self.save_interval}; expected >= 1.")
+        check(self.log_root != "", "runner.log_root is empty; expected a directory path.")
+        check("/" not in self.run_name and "\\" not in self.run_name,
+              f"runner.run_name = '{self.run_name}'; expected a name without path separators.")
+
+
+# ----------------------------------------------------------------------------- the task
 @dataclass
 class TaskCfg:
     task_id: str = "Velocity-Flat-Anymal-D-Init-v0"
     mode: Mode = "init"
+    scale: Scale = "cpu"  # a label; `with_scale` sets the values it stands for
     experiment_name: str = "anymal_d_flat"
     num_envs: int = 1024
     seed: int = 0
     device: str = "cpu"
     env: LocomotionEnvCfg = field(default_factory=LocomotionEnvCfg)
     sim: MujocoSimCfg = field(default_factory=MujocoSimCfg)
+    policy: PolicyCfg = field(default_factory=PolicyCfg)
+    algorithm: PPOCfg = field(default_factory=PPOCfg)
+    runner: RunnerCfg = field(default_factory=RunnerCfg)
 
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, f"num_envs = {self.num_envs}; expected >= 1.")
         check(self.device == "cpu" or self.device.startswith("cuda"),
               f"device = '{self.device}'; expected 'cpu', 'cuda' or 'cuda:<index>'.")
+        check(self.experiment_name != "" and "/" not in self.experiment_name,
+              f"experiment_name = '{self.experiment_name}'; expected a non-empty name without '/'.")
+        batch = self.num_envs * self.runner.num_steps_per_env
+        check(self.algorithm.num_mini_batches <= batch,
+              f"algorithm.num_mini_batches = {self.algorithm.num_mini_batches}; expected at most "
+              f"num_envs x runner.num_steps_per_env = {batch} samples.")
+
+
+# The published experiment sizes (spec §8, §12.1, §13), per mode, as dotted overrides.
+_PAPER_COMMON = {
+    "num_envs": 4096,
+    "runner.num_steps_per_env": 24,
+    "runner.save_interval": 50,
+    "policy.obs_normalization": False,
+}
+PAPER_SCALE: dict[str, dict[str, object]] = {
+    "init": {**_PAPER_COMMON, "runner.max_iterations": 300},
+    "pretrain": {**_PAPER_COMMON, "runner.max_iterations": 2000},
+}
+
+
+def with_scale(cfg: TaskCfg, scale: Scale) -> TaskCfg:
+    """A copy of `cfg` at `scale`: "paper" sets the published sizes of its mode, "cpu" keeps `cfg` as is."""
+    if scale not in ("cpu", "paper"):
+        raise ConfigError(f"scale = {scale!r}; expected 'cpu' or 'paper'.")
+    items = [f"scale={scale}"]
+    if scale == "paper":
+        if cfg.mode not in PAPER_SCALE:
+            raise ConfigError(f"scale 'paper' is not defined for mode '{cfg.mode}'; expected one of {sorted(PAPER_SCALE)}.")
+        items += [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+                  for key, value in PAPER_SCALE[cfg.mode].items()]
+    return apply_overrides(cfg, items)
+
+
+def split_scale(overrides: Sequence[str]) -> tuple[Scale | None, list[str]]:
+    """Pull a `scale=...` item out of command-line overrides (it must be applied first)."""
+    scale, rest = None, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "scale":
+            value = value.strip()
+            if value not in ("cpu", "paper"):
+                raise ConfigError(f"override '{item}' is invalid; expected scale=cpu or scale=paper.")
+            scale = value
+        else:
+            rest.append(item)
+    return scale, rest
 
 
 def init_cfg() -> TaskCfg:
@@ -46,4 +223,5 @@ def init_cfg() -> TaskCfg:
 def pretrain_cfg() -> TaskCfg:
     """Mode Pretrain: PPO in the real simulator while the world model learns from its transitions."""
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Pretrain-v0", mode="pretrain",
-                   env=LocomotionEnvCfg(reward_weights=dict(FLAT_REWARD_WEIGHTS)))
+                   env=LocomotionEnvCfg(reward_weights=dict(FLAT_REWARD_WEIGHTS)),
+                   runner=RunnerCfg(run_name="pretrain"))

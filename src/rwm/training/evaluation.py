@@ -1,0 +1,173 @@
+"""Measuring a policy in the real simulator (``rwm play`` and the benchmarks).
+
+Every environment starts a fresh episode at t = 0 (no random episode lengths) and the policy
+acts deterministically (its mean) for ``seconds`` of simulated time. The metrics:
+
+``tracking_lin_vel``
+    mean over all env-steps of exp(-||v*_xy - v_xy||^2 / 0.25): the commanded planar velocity
+    of the step against the base velocity (base frame) reached at its end, i.e. the
+    ``track_lin_vel_xy_exp`` reward kernel without weight; 1 is perfect tracking.
+``tracking_ang_vel``
+    the same kernel on the yaw rate: mean of exp(-(w*_z - w_z)^2 / 0.25).
+``lin_vel_error`` / ``ang_vel_error``
+    mean over env-steps of ||v*_xy - v_xy|| (m/s) and |w*_z - w_z| (rad/s).
+``fall_rate``
+    the share of environments whose robot fell (a base-contact termination) at least once
+    during the window. With the default 20 s window (one full episode) this is the share of
+    episodes that end in a fall.
+``falls_per_env_minute``
+    all falls (an environment can fall again after its reset) per environment and simulated minute.
+``mean_episode_length_s``
+    mean length of the episodes that ended inside the window (falls and time-outs); None if none did.
+
+Observation noise and pushes follow ``runner.eval`` (both off by default, like Isaac Lab's
+Play configurations).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from rwm.config import apply_overrides
+from rwm.tasks.anymal_d_flat import TaskCfg
+
+__all__ = ["evaluate_policy", "eval_config", "TRACKING_SIGMA_SQ"]
+
+TRACKING_SIGMA_SQ = 0.25  # the reward kernels' width: exp(-error^2 / 0.25)
+
+
+class _StateRecorder:
+    """Forwards everything to the simulator and keeps the state each `step` returned.
+
+    The environment resets finished episodes inside its own `step`, so its state afterwards is
+    the reset state; the metrics need the state the step actually reached.
+    """
+
+    def __init__(self, simulator: Any):
+        self._simulator = simulator
+        self.stepped_state = None
+
+    def step(self, actions: torch.Tensor):
+        self.stepped_state = self._simulator.step(actions)
+        return self.stepped_state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._simulator, name)
+
+
+def eval_config(cfg: TaskCfg, num_envs: int | None = None, seed: int | None = None, device: str | None = None
+                ) -> TaskCfg:
+    """The task configuration used for evaluation: `cfg` with ``runner.eval``'s noise, pushes, size and seed."""
+    e = cfg.runner.eval
+    return apply_overrides(cfg, [
+        f"num_envs={num_envs if num_envs is not None else e.num_envs}",
+        f"seed={seed if seed is not None else e.seed}",
+        f"device={device if device is not None else cfg.device}",
+        f"env.noise.enabled={str(e.observation_noise).lower()}",
+        f"sim.randomization.push={str(e.pushes).lower()}",
+    ])
+
+
+def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor], *, num_envs: int | None = None,
+                    seconds: float | None = None, seed: int | None = None, device: str | None = None,
+                    video_path: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run `policy` (obs (N, 48) -> actions (N, 12)) in fresh real environments and return the metrics above.
+
+    `cfg` is the training configuration; the evaluation settings come from ``cfg.runner.eval``
+    unless given here. With `video_path`, the first ``runner.eval.video_envs`` environments
+    are rendered with the tracking camera for ``runner.eval.video_seconds`` into an MP4.
+    """
+    from rwm.tasks import make_env
+
+    ecfg = eval_config(cfg, num_envs, seed, device)
+    seconds = float(seconds if seconds is not None else cfg.runner.eval.seconds)
+    if not seconds > 0:
+        raise ValueError(f"evaluation seconds = {seconds}; expected > 0.")
+    env = make_env(ecfg)
+    recorder = _StateRecorder(env.sim)
+    env.sim = recorder
+    n, dev = env.num_envs, env.device
+    steps = max(1, round(seconds / env.step_dt))
+
+    video = None
+    if video_path is not None:
+        from rwm.viz.video import VideoRecorder
+
+        e = cfg.runner.eval
+        video = VideoRecorder(recorder._simulator, env_ids=list(range(min(e.video_envs, n))), width=e.video_width,
+                              height=e.video_height, camera="track")
+        video_stride = max(1, round(1.0 / (e.video_fps * env.step_dt)))
+        video_steps = min(steps, round(e.video_seconds / env.step_dt))
+        video.capture()
+
+    track_lin = torch.zeros((), dtype=torch.float64, device=dev)
+    track_ang = torch.zeros_like(track_lin)
+    lin_err = torch.zeros_like(track_lin)
+    ang_err = torch.zeros_like(track_lin)
+    fell = torch.zeros(n, dtype=torch.bool, device=dev)
+    falls = 0
+    time_outs = 0
+    episode_steps = torch.zeros(n, dtype=torch.long, device=dev)
+    finished_lengths: list[int] = []
+
+    start = time.perf_counter()
+    obs = env.get_observations()["policy"]
+    with torch.inference_mode():
+        for t in tqdm(range(steps), desc="rwm play", unit="step", leave=False, disable=not progress):
+            command = env.command_manager.command.clone()  # (N, 3) in effect during this step
+            actions = policy(obs)
+            obs_dict, _, dones, extras = env.step(actions)
+            obs = obs_dict["policy"]
+            state = recorder.stepped_state
+            lin_sq = torch.sum(torch.square(command[:, :2] - state.base_lin_vel[:, :2]), dim=1)
+            ang_sq = torch.square(command[:, 2] - state.base_ang_vel[:, 2])
+            track_lin += torch.exp(-lin_sq / TRACKING_SIGMA_SQ).sum()
+            track_ang += torch.exp(-ang_sq / TRACKING_SIGMA_SQ).sum()
+            lin_err += torch.sqrt(lin_sq).sum()
+            ang_err += torch.sqrt(ang_sq).sum()
+            episode_steps += 1
+            fall = dones & ~extras["time_outs"]
+            fell |= fall
+            falls += int(fall.sum())
+            time_outs += int(extras["time_outs"].sum())
+            ended = torch.nonzero(dones).flatten()
+            if len(ended):
+                finished_lengths.extend(episode_steps[ended].tolist())
+                episode_steps[ended] = 0
+            if video is not None and t < video_steps and (t + 1) % video_stride == 0:
+                video.capture()
+    elapsed = time.perf_counter() - start
+
+    env_steps = n * steps
+    result: dict[str, Any] = {
+        "tracking_lin_vel": float(track_lin) / env_steps,
+        "tracking_ang_vel": float(track_ang) / env_steps,
+        "lin_vel_error": float(lin_err) / env_steps,
+        "ang_vel_error": float(ang_err) / env_steps,
+        "fall_rate": float(fell.float().mean()),
+        "falls": falls,
+        "falls_per_env_minute": falls / n / (steps * env.step_dt / 60.0),
+        "time_outs": time_outs,
+        "mean_episode_length_s": (sum(finished_lengths) / len(finished_lengths) * env.step_dt
+                                  if finished_lengths else None),
+        "num_envs": n,
+        "seconds": steps * env.step_dt,
+        "env_steps": env_steps,
+        "observation_noise": ecfg.env.noise.enabled,
+        "pushes": ecfg.sim.randomization.push,
+        "seed": ecfg.seed,
+        "eval_wall_clock_s": elapsed,
+    }
+    if video is not None:
+        result["video"] = str(video.write(video_path, fps=cfg.runner.eval.video_fps))
+        video.close()
+    for key in ("tracking_lin_vel", "tracking_ang_vel", "lin_vel_error", "ang_vel_error"):
+        if not math.isfinite(result[key]):
+            raise ValueError(f"evaluation produced a non-finite {key}; the policy or simulator diverged.")
+    return result

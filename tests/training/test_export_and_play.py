@@ -1,0 +1,112 @@
+"""`rwm export` (ONNX / TorchScript match torch) and `rwm play` (metrics, JSON, video)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from rwm.cli import main
+from rwm.training.evaluation import evaluate_policy
+from rwm.training.export import EXPORT_TOLERANCE, export_policy, policy_from_checkpoint
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    return shutil.copytree(trained_run, tmp_path / "run")
+
+
+def test_onnx_export_matches_torch(run_copy, capsys):
+    assert main(["export", "--run", str(run_copy)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["path"] == str(run_copy / "exported" / "policy.onnx")
+    assert report["max_abs_diff"] <= EXPORT_TOLERANCE
+
+    import onnxruntime as ort
+
+    policy, _, _ = policy_from_checkpoint(run_copy / "model_2.pt")
+    # the normaliser is part of the exported graph: its statistics are not the identity here
+    assert not torch.allclose(policy.actor_obs_normalizer.mean, torch.zeros(48))
+    session = ort.InferenceSession(report["path"], providers=["CPUExecutionProvider"])
+    obs = np.random.default_rng(0).normal(size=(5, 48)).astype(np.float32) * 2.0
+    (actions,) = session.run(None, {"obs": obs})
+    expected = policy.act_inference(torch.from_numpy(obs)).detach().numpy()
+    assert actions.shape == (5, 12)
+    assert np.abs(actions - expected).max() <= EXPORT_TOLERANCE
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load itself is deprecated in torch
+def test_torchscript_export_matches_torch(run_copy):
+    policy, _, _ = policy_from_checkpoint(run_copy / "model_1.pt")
+    result = export_policy(policy, run_copy / "exported", "jit")
+    scripted = torch.jit.load(result["path"])
+    obs = torch.randn(7, 48)
+    torch.testing.assert_close(scripted(obs), policy.act_inference(obs), rtol=0, atol=1e-6)
+
+
+def test_export_check_fails_when_the_export_differs(run_copy, monkeypatch):
+    import rwm.training.export as export
+
+    monkeypatch.setattr(export, "_run_onnx", lambda path, obs: np.zeros((obs.shape[0], 12), dtype=np.float32))
+    policy, _, _ = policy_from_checkpoint(run_copy / "model_2.pt")
+    with pytest.raises(ValueError, match="differs from the torch policy"):
+        export_policy(policy, run_copy / "exported", "onnx")
+
+
+def test_play_reports_metrics_and_writes_them_into_the_run(run_copy, capsys):
+    assert main(["play", "--run", str(run_copy), "--checkpoint", "model_1.pt", "--num-envs", "6", "--seconds", "0.4",
+                 "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = json.loads((run_copy / "eval" / "play_model_1.json").read_text())
+    assert written == report
+    assert report["iteration"] == 1 and report["num_envs"] == 6 and report["env_steps"] == 6 * 20
+    assert report["observation_noise"] is False and report["pushes"] is False
+    for key in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert report["lin_vel_error"] >= 0 and report["ang_vel_error"] >= 0
+
+
+def test_evaluation_metrics_follow_their_definitions(trained_run):
+    policy, cfg, _ = policy_from_checkpoint(trained_run / "model_2.pt")
+
+    # A random policy topples the robots: most environments fall within 2 s.
+    generator = torch.Generator().manual_seed(0)
+    flail = lambda obs: torch.randn(obs.shape[0], 12, generator=generator) * 3.0  # noqa: E731
+    fallen = evaluate_policy(cfg, flail, num_envs=8, seconds=2.0, progress=False)
+    assert fallen["fall_rate"] >= 0.5 and fallen["falls"] >= 4
+    assert fallen["mean_episode_length_s"] is not None and fallen["mean_episode_length_s"] < 2.0
+
+    # Every environment commanded to stand still, and a policy that holds still: tracking ~1, no falls.
+    from rwm.config import apply_overrides
+    from rwm.envs.scripted_policies import StandingPolicy
+
+    standing_cfg = apply_overrides(cfg, ["env.commands.standing_fraction=1.0", "sim.randomization.base_vel=[0.0, 0.0]",
+                                         "sim.randomization.joint_pos_scale=[1.0, 1.0]", "sim.spawn_height=0.58"])
+    calm = evaluate_policy(standing_cfg, StandingPolicy(8), num_envs=8, seconds=1.0, progress=False)
+    assert calm["fall_rate"] == 0.0 and calm["falls"] == 0 and calm["time_outs"] == 0
+    assert calm["mean_episode_length_s"] is None
+    assert calm["tracking_lin_vel"] > 0.98 and calm["tracking_ang_vel"] > 0.98
+    assert calm["lin_vel_error"] < 0.05 and fallen["tracking_lin_vel"] < 0.6
+
+
+def test_play_renders_a_video(run_copy, capsys):
+    pytest.importorskip("imageio_ffmpeg")
+    args = ["play", "--run", str(run_copy), "--num-envs", "2", "--seconds", "0.2", "--quiet", "--video"]
+    code = main(args)
+    captured = capsys.readouterr()
+    if code != 0 and "cannot render offscreen" in captured.err:
+        pytest.skip(f"no OpenGL here: {captured.err.strip()}")
+    assert code == 0, captured.err
+    report = json.loads(captured.out.strip().splitlines()[-1])
+    video = run_copy / "videos" / "play_model_2.mp4"
+    assert report["video"] == str(video) and video.stat().st_size > 1000
+
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(str(video))
+    frame = reader.get_data(0)
+    assert frame.shape == (360, 960, 3)  # two 480x360 tiles side by side
+    assert frame.std() > 5  # not a blank image

@@ -1,0 +1,122 @@
+"""The training runner: it learns, writes a complete run directory, and stops cleanly on a NaN loss."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from rwm.config import ConfigError, load_yaml
+from rwm.tasks import make_task_cfg
+from rwm.tasks.anymal_d_flat import PAPER_SCALE, TaskCfg, with_scale
+from rwm.training.checkpoint import load_checkpoint
+from rwm.training.runner import Runner, TrainingError, create_run_dir, resolve_train_config
+
+from .conftest import QUIET, tiny_cfg, tiny_run
+
+
+def test_ppo_improves_the_reward_of_the_locomotion_task():
+    # The real Init task and rewards, shrunk: 64 robots, 0.5 s episodes (about one episode per
+    # 24-step rollout, so every iteration sees the same phase of an episode and the per-step
+    # reward is comparable across iterations). With seeds 0-2 the mean reward per step goes
+    # from about -0.016 to -0.005 in 12 iterations; with a learning rate of 1e-6 it stays
+    # within 0.002 of where it started.
+    cfg, _ = resolve_train_config(None, [*QUIET, "runner.logger=none", "runner.num_steps_per_env=24",
+                                         "env.episode_length_s=0.5", "runner.init_at_random_ep_len=false"],
+                                  num_envs=64, max_iterations=12, seed=0)
+    runner = Runner(cfg)
+    summary = runner.learn()
+    rewards = [h["Train/mean_step_reward"] for h in runner.history]
+    assert summary["iterations"] == 12 and summary["env_steps"] == 12 * 64 * 24
+    first, last = sum(rewards[:2]) / 2, sum(rewards[-3:]) / 3
+    assert last > first + 0.004, f"mean reward per step by iteration: {[round(r, 4) for r in rewards]}"
+    assert runner.history[-1]["Policy/mean_noise_std"] < 1.0
+
+
+def test_run_directory_holds_config_checkpoints_events_and_metrics(tmp_path):
+    runner = tiny_run(tmp_path, extra=("runner.run_name=smoke",))
+    run = runner.log_dir
+    assert run.parent == tmp_path / "anymal_d_flat"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_smoke", run.name)
+    assert load_yaml(TaskCfg, run / "config.yaml") == runner.cfg
+    assert sorted(p.name for p in run.glob("model_*.pt")) == ["model_1.pt", "model_2.pt"]
+    assert list(run.glob("events.out.tfevents.*"))
+    assert not list(run.glob(".*.tmp"))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for key in ("Loss/value_function", "Loss/surrogate", "Loss/entropy", "Loss/learning_rate", "Loss/kl",
+                "Policy/mean_noise_std", "Perf/total_fps", "Perf/collection time", "Perf/learning_time",
+                "Train/mean_step_reward", "env_steps"):
+        assert key in rows[-1], key
+    payload = load_checkpoint(run / "model_2.pt")
+    assert payload["iter"] == 2 and payload["obs_layout"] == {"policy": 48, "num_actions": 12, "layout_version": 1}
+
+
+def test_episode_statistics_are_logged_per_reward_term(tmp_path):
+    # 0.2 s episodes end inside every rollout, so the env's per-episode log reaches the sinks
+    runner = tiny_run(tmp_path, extra=("env.episode_length_s=0.2", "runner.logger=none"))
+    scalars = runner.history[-1]
+    assert "Episode_Reward/track_lin_vel_xy_exp" in scalars and "Episode_Termination/time_out" in scalars
+    assert "Train/mean_reward" in scalars and scalars["Train/mean_episode_length"] <= 10
+
+
+def test_a_nan_loss_stops_training_naming_the_iteration_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_cfg(tmp_path, iterations=5, extra=("runner.logger=none",))
+    runner = Runner(cfg, log_dir=create_run_dir(cfg))
+    update, calls = runner.alg.update, []
+
+    def failing_update():
+        calls.append(1)
+        if len(calls) == 3:
+            raise FloatingPointError("PPO surrogate loss is nan, so the update was stopped before touching the weights.")
+        return update()
+
+    runner.alg.update = failing_update
+    with pytest.raises(TrainingError) as info:
+        runner.learn()
+    message = str(info.value)
+    assert "iteration 3" in message and "nan" in message and "model_2.pt" in message
+    assert "\n" not in message
+    assert sorted(p.name for p in runner.log_dir.glob("model_*.pt")) == ["model_1.pt", "model_2.pt"]
+    assert load_checkpoint(runner.log_dir / "model_2.pt")["iter"] == 2
+
+
+def test_scale_paper_sets_the_published_sizes_and_later_overrides_win():
+    cfg, _ = resolve_train_config(None, ["scale=paper"])
+    assert cfg.scale == "paper" and cfg.num_envs == 4096 and cfg.runner.num_steps_per_env == 24
+    assert cfg.runner.max_iterations == 300 and cfg.policy.obs_normalization is False
+    cfg, _ = resolve_train_config(None, ["runner.max_iterations=7", "scale=paper"], num_envs=32)
+    assert cfg.num_envs == 32 and cfg.runner.max_iterations == 7 and cfg.scale == "paper"
+    pretrain = with_scale(make_task_cfg("Velocity-Flat-Anymal-D-Pretrain-v0"), "paper")
+    assert pretrain.runner.max_iterations == PAPER_SCALE["pretrain"]["runner.max_iterations"] == 2000
+
+
+def test_cpu_scale_defaults_and_ppo_numbers():
+    cfg = make_task_cfg("Velocity-Flat-Anymal-D-Init-v0")
+    assert cfg.scale == "cpu" and cfg.num_envs == 1024 and cfg.runner.num_steps_per_env == 24
+    a = cfg.algorithm
+    assert (a.clip_param, a.entropy_coef, a.num_learning_epochs, a.num_mini_batches, a.learning_rate, a.desired_kl,
+            a.gamma, a.lam, a.max_grad_norm, a.schedule) == (0.2, 0.005, 5, 4, 1e-3, 0.01, 0.99, 0.95, 1.0, "adaptive")
+    assert cfg.policy.actor_hidden_dims == [128, 128, 128] and cfg.policy.init_noise_std == 1.0
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("runner.max_iteration=3", "unknown config key 'runner.max_iteration'"),
+    ("runner.max_iterations=abc", "runner.max_iterations"),
+    ("algorithm.gamma=1.5", "algorithm.gamma"),
+    ("policy.activation=sigmoid", "policy.activation"),
+    ("algorithm.num_mini_batches=1000", "num_mini_batches"),
+    ("scale=huge", "scale"),
+])
+def test_bad_overrides_raise_one_sentence(override, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        resolve_train_config(None, [override], num_envs=4)
+
+
+def test_the_device_must_exist():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_train_config(None, [], device="cuda")
