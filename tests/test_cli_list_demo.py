@@ -21,18 +21,29 @@ def test_list_prints_one_line_per_task():
 
 
 def test_demo_measures_standing_and_random_policies():
-    result = run_rwm("demo", "--num-envs", "8", "--seconds", "1", "--quiet")
+    result = run_rwm("demo", "--num-envs", "8", "--seconds", "1", "--train-iterations", "0", "--quiet")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["standing"]["control_steps_per_s"] > 0
     assert report["standing"]["mean_base_height_m"] > 0.45
+    assert "trained" not in report
+
+
+def test_demo_trains_and_evaluates_a_policy(tmp_path):
+    result = run_rwm("demo", "--num-envs", "4", "--seconds", "0.2", "--train-iterations", "2", "--no-video", "--quiet",
+                     "num_envs=16", "runner.num_steps_per_env=8", f"runner.log_root={tmp_path}",
+                     "runner.progress_bar=false", "sim.num_threads=1")
+    assert result.returncode == 0, result.stderr
+    trained = json.loads(result.stdout.strip().splitlines()[-1])["trained"]
+    assert trained["iterations"] == 2 and 0.0 <= trained["tracking_lin_vel"] <= 1.0
+    assert list((tmp_path / "anymal_d_flat").glob("*_demo/model_2.pt"))
 
 
 def test_demo_rejects_bad_input_with_one_line():
     for args, fragment in ((["env.nosie.enabled=false"], "unknown config key 'env.nosie'"),
                            (["--num-envs", "abc"], "'abc' is not an integer"),
                            (["--task", "Nope-v0"], "unknown task id")):
-        result = run_rwm("demo", "--num-envs", "2", "--seconds", "0.1", *args)
+        result = run_rwm("demo", "--num-envs", "2", "--seconds", "0.1", "--train-iterations", "0", *args)
         assert result.returncode != 0
         assert fragment in result.stderr
         assert "Traceback" not in result.stderr

@@ -90,8 +90,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {name:>8} policy: {r['control_steps_per_s']:>8,} control steps/s | "
               f"falls/env/min {r['falls_per_env_per_minute']:.3f} | base height {r['mean_base_height_m']:.3f} m | "
               f"reward/step {r['mean_reward_per_step']:+.5f}")
+    if args.train_iterations > 0:
+        report["trained"] = _demo_train_and_play(args)
     print(json.dumps(report))
     return 0
+
+
+def _demo_train_and_play(args: argparse.Namespace) -> dict:
+    """A shortened CPU-scale PPO run of the task, then its policy in the simulator with a video."""
+    if not args.no_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    from rwm.training.evaluation import evaluate_policy
+    from rwm.training.runner import resolve_train_config, train
+
+    cfg, _ = resolve_train_config(args.task, ["runner.console=line", *args.overrides], seed=args.seed,
+                                  device=args.device, max_iterations=args.train_iterations, run_name="demo")
+    print(f"[rwm demo] training {cfg.task_id} for {args.train_iterations} iterations "
+          f"({cfg.num_envs} environments x {cfg.runner.num_steps_per_env} steps); the full CPU-scale run is "
+          f"{type(cfg.runner)().max_iterations} iterations (`rwm train`)", flush=True)
+    runner, summary = train(cfg)
+    video = None if args.no_video else runner.log_dir / "videos" / f"demo_{runner.current_iteration}.mp4"
+    metrics = evaluate_policy(cfg, runner.get_inference_policy(), num_envs=64, seconds=10.0, video_path=video,
+                              progress=not args.quiet)
+    print(f"[rwm demo] after {runner.current_iteration} iterations ({summary['wall_clock_s']:.0f} s): "
+          f"linear-velocity tracking {metrics['tracking_lin_vel']:.3f}, yaw-rate tracking "
+          f"{metrics['tracking_ang_vel']:.3f}, fall rate {metrics['fall_rate']:.1%}")
+    print(f"[rwm demo] run directory: {runner.log_dir}" + ("" if video is None else f"; video: {video}"))
+    return {"iterations": runner.current_iteration, "wall_clock_s": round(summary["wall_clock_s"], 1),
+            "run_dir": str(runner.log_dir), "video": None if video is None else str(video),
+            **{k: metrics[k] for k in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate")}}
 
 
 def _print_json_line(report: dict) -> None:
@@ -133,6 +160,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     """Run a trained policy deterministically in the real simulator and report tracking and falls."""
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
+    from rwm.io import save_json
     from rwm.training.evaluation import evaluate_policy
     from rwm.training.export import policy_from_checkpoint
 
@@ -148,11 +176,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     metrics = evaluate_policy(cfg, policy.act_inference, num_envs=num_envs, seconds=seconds, seed=args.seed,
                               device=args.device, video_path=video_path, progress=not args.quiet)
     report = {"checkpoint": str(checkpoint), "iteration": payload["iter"], "task": cfg.task_id, **metrics}
-    out = run_dir / "eval" / f"play_{checkpoint.stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    out = save_json(run_dir / "eval" / f"play_{checkpoint.stem}.json", report)
     episode = report["mean_episode_length_s"]
     print(f"  tracking: linear {report['tracking_lin_vel']:.3f} (error {report['lin_vel_error']:.3f} m/s) | "
           f"yaw rate {report['tracking_ang_vel']:.3f} (error {report['ang_vel_error']:.3f} rad/s)")
@@ -186,6 +210,76 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Autoregressive world-model evaluation on fresh held-out data from the run's own policy."""
+    import torch
+
+    from rwm.io import save_json
+    from rwm.training.checkpoint import find_checkpoint
+    from rwm.training.export import policy_from_checkpoint
+    from rwm.training.world_model_learning import collect_replay, load_world_model
+    from rwm.viz.plots import model_denormalizer, plot_error_vs_step, plot_trajectories
+    from rwm.world_model.evaluation import autoregressive_rollout, evaluate_world_model, format_table
+
+    checkpoint = find_checkpoint(args.run, args.checkpoint)
+    policy, cfg, payload = policy_from_checkpoint(checkpoint)
+    model = load_world_model(payload)
+    history = model.cfg.history_horizon
+    if args.length < history + 1:
+        raise ValueError(f"--length {args.length} is too short; expected at least the history ({history}) + 1.")
+    print(f"[rwm evaluate] {checkpoint}: collecting {args.num_envs} environments x {args.length} steps "
+          f"with the run's policy (seed {args.seed})")
+    buffer = collect_replay(cfg, policy.act_inference, num_envs=args.num_envs, steps=args.length + 1, seed=args.seed,
+                            progress=not args.quiet)
+    windows = buffer.num_valid_windows(args.length)
+    if windows == 0:
+        raise ValueError(f"no episode of the run's policy lasted {args.length} steps (every robot fell); "
+                         "evaluate a later checkpoint or pass a shorter --length.")
+    generator = torch.Generator().manual_seed(args.seed)
+    batch = buffer.sample(min(args.num_envs, windows), args.length, generator)
+    results = evaluate_world_model(model, batch, history=history, noise_scales=tuple(args.noise),
+                                   generator=generator)
+    print(format_table(results))
+    out_dir = checkpoint.parent / "eval"
+    out = save_json(out_dir / f"world_model_{checkpoint.stem}.json",
+                    {"checkpoint": str(checkpoint), "num_windows": results["num_windows"], "length": args.length,
+                     **{k: v for k, v in results.items() if k not in ("num_windows", "length")}})
+    plots = checkpoint.parent / "plots"
+    plot_error_vs_step(results, plots / f"evaluate_{checkpoint.stem}_error.png")
+    rollout = autoregressive_rollout(model, batch, history)
+    plot_trajectories(rollout, plots / f"evaluate_{checkpoint.stem}_trajectories.png",
+                      denormalize=model_denormalizer(model))
+    print(f"[rwm evaluate] wrote {out} and plots in {plots}")
+    return 0
+
+
+def cmd_import_upstream(args: argparse.Namespace) -> int:
+    """Converts an rsl_rl_rwm checkpoint's world model into this project's checkpoint layout."""
+    from pathlib import Path
+
+    import torch
+
+    from rwm.config import apply_overrides, to_dict
+    from rwm.io import atomic_write
+    from rwm.world_model.upstream import load_upstream_checkpoint
+
+    source = Path(args.checkpoint)
+    if not source.is_file():
+        raise FileNotFoundError(f"upstream checkpoint '{source}' does not exist.")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ValueError(f"'{out}' already exists; pass --force to replace it.")
+    state_dict, cfg = load_upstream_checkpoint(source)
+    if args.overrides:
+        cfg = apply_overrides(cfg, args.overrides)
+    payload = {"system_dynamics_state_dict": state_dict, "config": {"world_model": to_dict(cfg)},
+               "infos": {"imported_from": str(source)}}
+    atomic_write(out, lambda fh: torch.save(payload, fh))
+    print(f"[rwm import-upstream] {source} -> {out} (ensemble {cfg.ensemble_size}, base {cfg.base}, "
+          f"history {cfg.history_horizon})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rwm",
@@ -197,15 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print every registered task id with a one-line description.")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("demo", help="run the simulator with scripted policies and print measurements",
+    p = sub.add_parser("demo", help="measure the simulator, then train a policy briefly and film it",
                        description="Run the ANYmal-D simulator with a standing policy, then a random one, and "
-                                   "print throughput, falls, base height and reward (last line: JSON).")
+                                   "print throughput, falls, base height and reward; then train the task's "
+                                   "policy for a few minutes (a shortened CPU-scale run), evaluate it and "
+                                   "render a video of it (last line: JSON).")
     p.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id (see `rwm list`)")
     p.add_argument("--num-envs", type=_positive_int, default=256, help="parallel environments (default 256)")
     p.add_argument("--seconds", type=_positive_float, default=5.0,
                    help="simulated seconds per policy (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="torch device for the task tensors: cpu or cuda (default cpu)")
+    p.add_argument("--train-iterations", type=int, default=200,
+                   help="PPO iterations of the demo training run (default 200, a few minutes; 0 skips training)")
+    p.add_argument("--no-video", action="store_true", help="do not render the trained policy's video")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. env.noise.enabled=false sim.randomization.push=false")
@@ -268,6 +367,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file name inside the run directory (default: the latest)")
     p.add_argument("--format", choices=("onnx", "jit"), default="onnx", help="onnx (default) or jit (TorchScript)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's world model autoregressively (table, JSON, plots)",
+                       description="Collect fresh data with the run's policy in the simulator and measure the "
+                                   "world model's autoregressive error: relative L1 overall, per state group and "
+                                   "per predicted step, contact and termination accuracy, for each input-noise "
+                                   "scale. Writes <run>/eval/world_model_<checkpoint>.json and plots.")
+    p.add_argument("--run", required=True, help="run directory (or a checkpoint file) of a Pretrain run")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file name in the run (default: the latest)")
+    p.add_argument("--num-envs", type=_positive_int, default=100, help="evaluation windows / environments (default 100)")
+    p.add_argument("--length", type=_positive_int, default=400,
+                   help="window length: history + predicted steps (default 400 = 32 + 368)")
+    p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.4, 0.5, 0.8],
+                   help="input-noise scales (default 0 0.1 0.2 0.4 0.5 0.8)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the evaluation environments (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("import-upstream", help="convert an upstream rsl_rl_rwm world-model checkpoint",
+                       description="Convert the system_dynamics_state_dict of an upstream rsl_rl_rwm checkpoint "
+                                   "into this project's layout (batched ensemble heads, normalisers with the "
+                                   "fixed statistics), so it predicts exactly what upstream's model predicts.")
+    p.add_argument("checkpoint", help="the upstream checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="the converted checkpoint to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="world-model settings the upstream file cannot tell, e.g. history_horizon=32")
+    p.set_defaults(func=cmd_import_upstream)
     return parser
 
 

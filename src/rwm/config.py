@@ -11,7 +11,6 @@ fire after loading a file and after command-line overrides.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import functools
@@ -20,7 +19,6 @@ import json
 import numbers
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
+
+from rwm.io import atomic_write_text
 
 __all__ = ["ConfigError", "check", "to_dict", "from_dict", "apply_overrides", "save_yaml", "load_yaml",
            "config_hash"]
@@ -340,25 +340,7 @@ def save_yaml(cfg: Any, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML atomically: a crash mid-write never leaves a truncated config behind."""
     path = Path(path)
     text = yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; configs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError, AttributeError):  # persist the rename itself (POSIX only)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    atomic_write_text(path, text)
 
 
 def load_yaml(cls: type[T], path: str | os.PathLike) -> T:

@@ -24,7 +24,7 @@ from rwm.config import check
 from rwm.envs.mdp.commands import CommandCfg, VelocityCommand
 from rwm.envs.mdp.observations import ObservationNoiseCfg, observation_groups
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, REWARD_TERMS, RewardContext
-from rwm.sim.state import NUM_JOINTS, RobotState, to_system_vectors
+from rwm.sim.state import NUM_JOINTS, to_system_vectors
 
 
 @dataclass

@@ -32,6 +32,7 @@ from rwm.config import ConfigError, apply_overrides, check
 from rwm.envs.locomotion_env import LocomotionEnvCfg
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, INIT_REWARD_WEIGHTS
 from rwm.sim.mujoco import MujocoSimCfg
+from rwm.world_model.config import WorldModelCfg
 
 Mode = Literal["init", "pretrain", "finetune", "visualize", "offline"]
 Scale = Literal["cpu", "paper"]
@@ -145,6 +146,32 @@ class RunnerCfg:
               f"runner.run_name = '{self.run_name}'; expected a name without path separators.")
 
 
+@dataclass
+class WorldModelLearningCfg:
+    """How the training loop feeds and checks the world model (Pretrain): replay data and evaluation.
+
+    The model, its losses and its update schedule are in `WorldModelCfg` (section `world_model`).
+    """
+
+    replay_capacity: int = 1000  # records kept per environment (spec §6.1: 1000)
+    holdout_fraction: float = 0.1  # share of environments never trained on: the evaluation's data
+    eval_interval: int = 50  # iterations between autoregressive evaluations (and plots)
+    eval_num_windows: int = 64  # paper: 100
+    eval_length: int = 400  # history + predicted steps (spec §7: 32 + 368)
+    eval_noise_scales: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.5, 0.8])
+    num_visualizations: int = 4  # windows drawn in the trajectory plot
+
+    def __post_init__(self) -> None:
+        check(self.replay_capacity >= 2, f"world_model_learning.replay_capacity = {self.replay_capacity}; expected >= 2.")
+        check(0.0 <= self.holdout_fraction < 1.0,
+              f"world_model_learning.holdout_fraction = {self.holdout_fraction}; expected a value in [0, 1).")
+        check(self.eval_interval >= 1, f"world_model_learning.eval_interval = {self.eval_interval}; expected >= 1.")
+        check(self.eval_num_windows >= 1,
+              f"world_model_learning.eval_num_windows = {self.eval_num_windows}; expected >= 1.")
+        check(all(math.isfinite(x) and x >= 0 for x in self.eval_noise_scales),
+              f"world_model_learning.eval_noise_scales = {self.eval_noise_scales}; expected numbers >= 0.")
+
+
 # ----------------------------------------------------------------------------- the task
 @dataclass
 class TaskCfg:
@@ -160,6 +187,9 @@ class TaskCfg:
     policy: PolicyCfg = field(default_factory=PolicyCfg)
     algorithm: PPOCfg = field(default_factory=PPOCfg)
     runner: RunnerCfg = field(default_factory=RunnerCfg)
+    # Modes that learn or use a world model (Pretrain, Finetune, Offline) set these; Init has none.
+    world_model: WorldModelCfg | None = None
+    world_model_learning: WorldModelLearningCfg | None = None
 
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, f"num_envs = {self.num_envs}; expected >= 1.")
@@ -167,6 +197,14 @@ class TaskCfg:
               f"device = '{self.device}'; expected 'cpu', 'cuda' or 'cuda:<index>'.")
         check(self.experiment_name != "" and "/" not in self.experiment_name,
               f"experiment_name = '{self.experiment_name}'; expected a non-empty name without '/'.")
+        if self.world_model_learning is not None and self.world_model is not None:
+            window = self.world_model.history_horizon + 1
+            check(self.world_model_learning.eval_length >= window,
+                  f"world_model_learning.eval_length = {self.world_model_learning.eval_length}; expected at least "
+                  f"world_model.history_horizon + 1 = {window}.")
+            check(self.world_model_learning.eval_length <= self.world_model_learning.replay_capacity,
+                  f"world_model_learning.eval_length = {self.world_model_learning.eval_length}; expected at most "
+                  f"world_model_learning.replay_capacity = {self.world_model_learning.replay_capacity}.")
         batch = self.num_envs * self.runner.num_steps_per_env
         check(self.algorithm.num_mini_batches <= batch,
               f"algorithm.num_mini_batches = {self.algorithm.num_mini_batches}; expected at most "
@@ -182,7 +220,8 @@ _PAPER_COMMON = {
 }
 PAPER_SCALE: dict[str, dict[str, object]] = {
     "init": {**_PAPER_COMMON, "runner.max_iterations": 300},
-    "pretrain": {**_PAPER_COMMON, "runner.max_iterations": 2000},
+    "pretrain": {**_PAPER_COMMON, "runner.max_iterations": 2000, "world_model.num_mini_batches": 20,
+                 "world_model.mini_batch_size": 5000, "world_model_learning.eval_num_windows": 100},
 }
 
 
@@ -224,4 +263,5 @@ def pretrain_cfg() -> TaskCfg:
     """Mode Pretrain: PPO in the real simulator while the world model learns from its transitions."""
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Pretrain-v0", mode="pretrain",
                    env=LocomotionEnvCfg(reward_weights=dict(FLAT_REWARD_WEIGHTS)),
-                   runner=RunnerCfg(run_name="pretrain"))
+                   runner=RunnerCfg(run_name="pretrain"),
+                   world_model=WorldModelCfg(), world_model_learning=WorldModelLearningCfg())

@@ -22,12 +22,10 @@ are read with ``torch.load(weights_only=True)`` only: a checkpoint can never run
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import random
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from rwm.io import atomic_write
 
 __all__ = [
     "CheckpointError", "LAYOUT_VERSION", "REQUIRED_KEYS", "obs_layout", "save_checkpoint", "load_checkpoint",
@@ -62,26 +62,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise ValueError(f"checkpoint payload lacks the keys {missing}; expected all of {list(REQUIRED_KEYS)}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError, AttributeError):  # persist the rename itself (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 # ----------------------------------------------------------------------------- reading

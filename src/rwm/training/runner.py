@@ -72,11 +72,9 @@ class RunnerExtension:
 
     Pretrain adds a world-model learner (``on_env_step`` fills its replay buffer from the real
     transitions, ``after_update`` trains it); Finetune adds imagination rollouts
-    (``after_collection``). ``checkpoint_key`` names the extension's entry in checkpoints
-    (upstream names, e.g. ``"system_dynamics_state_dict"``).
+    (``after_collection``). ``state_dict`` returns the extension's top-level checkpoint entries,
+    named by the extension (upstream names, e.g. ``"system_dynamics_state_dict"``).
     """
-
-    checkpoint_key: str | None = None
 
     def on_learn_start(self, runner: "Runner") -> None:
         """Called once per :meth:`Runner.learn`, after the environments were prepared."""
@@ -94,10 +92,11 @@ class RunnerExtension:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """Top-level checkpoint entries this extension adds (names must not clash with the runner's)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Restore from a whole checkpoint (the entries :meth:`state_dict` wrote, where present)."""
 
 
 # ----------------------------------------------------------------------------- builders
@@ -248,8 +247,11 @@ class Runner:
         if callable(state_dict):
             payload["env_state_dict"] = state_dict()
         for ext in self.extensions:
-            if ext.checkpoint_key:
-                payload[ext.checkpoint_key] = ext.state_dict()
+            entries = ext.state_dict()
+            clash = sorted(set(entries) & set(payload))
+            if clash:
+                raise RuntimeError(f"{type(ext).__name__} checkpoint entries {clash} clash with existing ones.")
+            payload.update(entries)
         path = save_checkpoint(path, payload)
         self.last_checkpoint = path
         self._last_saved_iteration = self.current_iteration
@@ -280,8 +282,7 @@ class Runner:
         if "env_state_dict" in payload and callable(load_state):
             load_state(payload["env_state_dict"])
         for ext in self.extensions:
-            if ext.checkpoint_key and ext.checkpoint_key in payload:
-                ext.load_state_dict(payload[ext.checkpoint_key])
+            ext.load_state_dict(payload)
         if load_rng and isinstance(payload.get("rng_state"), dict):
             restore_rng_state(payload["rng_state"], self.env)
         return payload
@@ -505,8 +506,15 @@ def _drop_metrics_after(path: Path, iteration: int) -> None:
 
 def train(cfg: TaskCfg, resume_from: str | Path | None = None, extensions: Sequence[RunnerExtension] = ()
           ) -> tuple[Runner, dict[str, Any]]:
-    """Create (or continue, writing into the same directory) a run and train it; returns (runner, summary)."""
-    resolve_device(cfg.device)
+    """Create (or continue, writing into the same directory) a run and train it; returns (runner, summary).
+
+    Without explicit `extensions`, the task mode's are used (Pretrain: world-model learning).
+    """
+    device = resolve_device(cfg.device)
+    if not extensions:
+        from rwm.training.world_model_learning import mode_extensions
+
+        extensions = mode_extensions(cfg, device)
     if resume_from is not None:
         checkpoint = find_checkpoint(resume_from)
         log_dir = checkpoint.parent

@@ -1,0 +1,192 @@
+"""Pretrain: the world model learns from every real transition while PPO trains in the simulator.
+
+A `RunnerExtension`, so Pretrain is the one training loop plus this: each environment step goes
+into the replay buffer (state k with the action taken from it, and the state an episode ended
+in), each iteration the world model takes `world_model.num_mini_batches` updates on windows of
+M + N steps, and every `eval_interval` iterations it is evaluated autoregressively on windows of
+held-out environments (never trained on), logged and plotted.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rwm.config import from_dict
+from rwm.training.runner import RunnerExtension
+from rwm.world_model import ReplayBuffer, SystemDynamics, WorldModelCfg, WorldModelTrainer
+from rwm.world_model.evaluation import autoregressive_rollout, evaluate_world_model
+
+SYSTEM_GROUPS = ("system_state", "system_contact", "system_termination")
+
+
+def build_world_model(cfg: WorldModelCfg, device: torch.device | str) -> SystemDynamics:
+    return SystemDynamics(cfg).to(device)
+
+
+def load_world_model(checkpoint: dict[str, Any], device: torch.device | str = "cpu") -> SystemDynamics:
+    """The world model of a checkpoint written by a Pretrain (or later) run."""
+    config = checkpoint.get("config") or {}
+    if "system_dynamics_state_dict" not in checkpoint or not config.get("world_model"):
+        raise ValueError("the checkpoint holds no world model (expected 'system_dynamics_state_dict' and a "
+                         "'world_model' config section, as written by a Pretrain run).")
+    model = build_world_model(from_dict(WorldModelCfg, config["world_model"], key_prefix="world_model"), device)
+    try:
+        model.load_state_dict(checkpoint["system_dynamics_state_dict"])
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(f"the checkpoint's world model does not fit its own configuration ({first}).") from None
+    model.reset()
+    return model
+
+
+def load_world_model_file(path: str | Path, device: torch.device | str = "cpu") -> SystemDynamics:
+    """The world model in a run checkpoint or a file written by `rwm import-upstream`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"world-model checkpoint '{path}' does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # truncated, foreign or code-carrying files
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"'{path}' is not a readable checkpoint ({first}).") from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"'{path}' does not hold a checkpoint dictionary.")
+    return load_world_model(checkpoint, device)
+
+
+class WorldModelLearning(RunnerExtension):
+    """Replay buffer + world-model updates + periodic evaluation, hooked into the runner."""
+
+    def __init__(self, cfg, device: torch.device | str):
+        if cfg.world_model is None or cfg.world_model_learning is None:
+            raise ValueError(f"mode '{cfg.mode}' needs the 'world_model' and 'world_model_learning' config sections.")
+        self.cfg = cfg.world_model
+        self.learning = cfg.world_model_learning
+        self.device = torch.device(device)
+        self.model = build_world_model(self.cfg, self.device)
+        self.trainer = WorldModelTrainer(self.model, self.cfg)
+        self.buffer = ReplayBuffer(cfg.num_envs, self.learning.replay_capacity, device=self.device)
+        num_holdout = min(cfg.num_envs - 1, math.ceil(cfg.num_envs * self.learning.holdout_fraction))
+        all_envs = torch.arange(cfg.num_envs, device=self.device)
+        self.holdout_envs = all_envs[cfg.num_envs - num_holdout:]  # (k,) evaluation only
+        self.train_envs = all_envs[:cfg.num_envs - num_holdout]
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.seed + 1)
+        self._previous: dict[str, torch.Tensor] | None = None
+        self.num_updates = 0
+
+    # ------------------------------------------------------------------ runner hooks
+    def on_learn_start(self, runner) -> None:
+        obs = runner.env.get_observations()
+        self._previous = {name: obs[name].clone() for name in SYSTEM_GROUPS}
+        self.buffer.start_new_episodes()  # a (re)started loop is not continuous with older data
+
+    def on_env_step(self, runner, obs: dict[str, torch.Tensor], actions: torch.Tensor, rewards: torch.Tensor,
+                    dones: torch.Tensor, extras: dict) -> None:
+        previous = self._previous
+        self.buffer.add(previous["system_state"], actions, previous["system_contact"],
+                        previous["system_termination"])
+        terminal = extras.get("terminal")
+        if terminal is not None:
+            self.buffer.add_terminal(terminal["ids"], terminal["system_state"], terminal["system_contact"],
+                                     terminal["system_termination"])
+        self._previous = {name: obs[name].clone() for name in SYSTEM_GROUPS}
+
+    def after_update(self, runner, iteration: int) -> dict[str, float]:
+        window = self.cfg.history_horizon + self.cfg.forecast_horizon
+        available = self.buffer.num_valid_windows(window, env_ids=self.train_envs)
+        scalars = {"World_Model/train_windows": float(available)}
+        if available == 0:  # too little data yet: never train on padded windows (defect 8)
+            return scalars
+        losses = self.trainer.update(lambda: self.buffer.sample(self.cfg.mini_batch_size, window, self.generator,
+                                                                env_ids=self.train_envs))
+        self.num_updates += self.cfg.num_mini_batches
+        scalars.update({f"World_Model/loss_{name}": float(value) for name, value in losses.items()})
+        if (iteration + 1) % self.learning.eval_interval == 0:
+            scalars.update(self.evaluate(runner.log_dir, iteration + 1))
+        return scalars
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"system_dynamics_state_dict": self.model.state_dict(),
+                "system_dynamics_optimizer_state_dict": self.trainer.state_dict()}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        if "system_dynamics_state_dict" in checkpoint:  # upstream forgot this on resume (defect 18)
+            self.model.load_state_dict(checkpoint["system_dynamics_state_dict"])
+            self.model.reset()
+        if "system_dynamics_optimizer_state_dict" in checkpoint:
+            self.trainer.load_state_dict(checkpoint["system_dynamics_optimizer_state_dict"])
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, log_dir: Path | None, iteration: int) -> dict[str, float]:
+        """Autoregressive error on held-out windows; plots into <run>/plots/ when there is a run directory."""
+        length = self.learning.eval_length
+        env_ids = self.holdout_envs if len(self.holdout_envs) else None
+        if self.buffer.num_valid_windows(length, env_ids=env_ids) == 0:
+            return {"World_Model/eval_windows": 0.0}
+        batch = self.buffer.sample(self.learning.eval_num_windows, length, self.generator, env_ids=env_ids)
+        model = copy.deepcopy(self.model)  # evaluation resets contexts; keep the trained model's untouched
+        results = evaluate_world_model(model, batch, history=self.cfg.history_horizon,
+                                       noise_scales=tuple(self.learning.eval_noise_scales), generator=self.generator)
+        scalars = {"World_Model/eval_windows": float(results["num_windows"])}
+        for noise, metrics in results["by_noise"].items():
+            suffix = "" if float(noise) == 0.0 else f"_noise_{noise}"
+            scalars[f"World_Model/autoregressive_error{suffix}"] = float(metrics["relative_l1"])
+            if float(noise) == 0.0:
+                for group, value in metrics["relative_l1_groups"].items():
+                    scalars[f"World_Model/autoregressive_error_{group}"] = float(value)
+                for name in ("contact_accuracy", "termination_accuracy"):
+                    if metrics.get(name) is not None:
+                        scalars[f"World_Model/{name}"] = float(metrics[name])
+        if log_dir is not None:
+            from rwm.viz.plots import model_denormalizer, plot_error_vs_step, plot_trajectories
+
+            plots = Path(log_dir) / "plots"
+            plots.mkdir(parents=True, exist_ok=True)
+            plot_error_vs_step(results, plots / f"world_model_error_{iteration}.png")
+            rollout = autoregressive_rollout(model, batch, self.cfg.history_horizon)
+            plot_trajectories(rollout, plots / f"world_model_trajectories_{iteration}.png",
+                              num_windows=self.learning.num_visualizations, denormalize=model_denormalizer(model))
+        return scalars
+
+
+def mode_extensions(cfg, device: torch.device | str) -> list:
+    """The runner extensions a task mode needs (none for Init)."""
+    if cfg.mode == "pretrain":
+        return [WorldModelLearning(cfg, device)]
+    return []
+
+
+@torch.inference_mode()
+def collect_replay(cfg, policy, *, num_envs: int, steps: int, seed: int, capacity: int | None = None,
+                   progress: bool = False) -> ReplayBuffer:
+    """Run `policy` in fresh real-simulator environments (the task's training conditions) into a ReplayBuffer.
+
+    Fresh environments and a seed of their own make these held-out data for any model trained
+    during the run; `steps` control steps are recorded per environment.
+    """
+    from tqdm import tqdm
+
+    from rwm.config import apply_overrides
+    from rwm.tasks import make_env
+
+    run_cfg = apply_overrides(cfg, [f"num_envs={num_envs}", f"seed={seed}"])
+    env = make_env(run_cfg)
+    device = torch.device(run_cfg.device)
+    buffer = ReplayBuffer(num_envs, capacity or steps + 1, device=device)
+    obs = env.get_observations()
+    for _ in tqdm(range(steps), desc="collecting", unit="step", leave=False, disable=not progress):
+        actions = policy(obs["policy"].to(device))
+        next_obs, _, _, extras = env.step(actions)
+        buffer.add(obs["system_state"], actions, obs["system_contact"], obs["system_termination"])
+        terminal = extras.get("terminal")
+        if terminal is not None:
+            buffer.add_terminal(terminal["ids"], terminal["system_state"], terminal["system_contact"],
+                                terminal["system_termination"])
+        obs = next_obs
+    return buffer
