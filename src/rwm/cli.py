@@ -130,6 +130,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rwm.training.runner import resolve_train_config, train
 
     overrides = list(args.overrides)
+    if args.load_run:
+        overrides.append(f"finetune.load_run={args.load_run}")
+    if args.world_model:
+        overrides.append(f"finetune.world_model_checkpoint={args.world_model}")
     if args.quiet:
         overrides += ["runner.console=none", "runner.progress_bar=false"]
     cfg, checkpoint = resolve_train_config(args.task, overrides, num_envs=args.num_envs,
@@ -302,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated seconds per policy (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="torch device for the task tensors: cpu or cuda (default cpu)")
-    p.add_argument("--train-iterations", type=int, default=200,
-                   help="PPO iterations of the demo training run (default 200, a few minutes; 0 skips training)")
+    p.add_argument("--train-iterations", type=int, default=400,
+                   help="PPO iterations of the demo training run (default 400, about 10 minutes on 2 cores: the "
+                        "robot walks from about 350 on; 0 skips training)")
     p.add_argument("--no-video", action="store_true", help="do not render the trained policy's video")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -331,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run from a checkpoint file or a run directory (its latest model_<iter>.pt): "
                         "iteration counter, optimizer and random states carry on, and the run keeps writing into "
                         "the same directory; its stored config is used, with the flags and overrides given here on top")
+    p.add_argument("--load-run", default=None, metavar="RUN_DIR",
+                   help="Finetune: the Pretrain run to take the world model from (and the policy, with "
+                        "finetune.load_policy=true); its latest checkpoint is used")
+    p.add_argument("--world-model", default=None, metavar="CHECKPOINT",
+                   help="Finetune: a world-model checkpoint (a run's model_<iter>.pt or an `rwm import-upstream` "
+                        "file); takes precedence over --load-run's world model")
     p.add_argument("--quiet", action="store_true", help="no per-iteration console summary and no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. scale=paper runner.save_interval=25 policy.obs_normalization=false "

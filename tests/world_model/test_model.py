@@ -297,3 +297,49 @@ def test_published_parameter_counts():
     for E, expected in ((1, 1_417_789), (5, 1_995_569)):
         model = SystemDynamics(WorldModelCfg(ensemble_size=E))
         assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize("base", ["gru", "lstm", "mlp"])
+def test_observe_subset_advances_only_those_rows(base):
+    """observe(..., ids) warms up freshly reset rows on a long history while the others wait untouched."""
+    model = make(base=base, ensemble_size=2)
+    zs, za = inputs(B=5, T=6, seed=4)
+    model.observe(zs, za)
+    before = _ctx_tensors(model)
+    ids = torch.tensor([1, 3])
+    keep = torch.tensor([0, 2, 4])
+    dim = 0 if base == "mlp" else 1
+    long_s, long_a = inputs(B=2, T=32, seed=5)
+    model.reset(ids)
+    out = model.observe(long_s, long_a, model_ids=torch.tensor([1, 0]), ids=ids)
+    # the k rows are exactly a fresh model observing them alone
+    fresh = make(base=base, ensemble_size=2)
+    fresh.load_state_dict(model.state_dict())
+    ref = fresh.observe(long_s, long_a, model_ids=torch.tensor([1, 0]))
+    assert out.mean.shape == (2, S)
+    for name in ("mean", "member_mean", "member_std", "contact_logits", "termination_logits", "epistemic"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=1e-5, atol=1e-6)
+    for new, fresh_ctx, old in zip(_ctx_tensors(model), _ctx_tensors(fresh), before):
+        torch.testing.assert_close(new.index_select(dim, ids), fresh_ctx, rtol=1e-5, atol=1e-6)
+        assert torch.equal(new.index_select(dim, keep), old.index_select(dim, keep))  # bit for bit
+    # the untouched rows then continue as if the subset had never been observed
+    untouched = make(base=base, ensemble_size=2)
+    untouched.load_state_dict(model.state_dict())
+    untouched.observe(zs, za)
+    step_s, step_a = inputs(B=5, T=1, seed=6)
+    torch.testing.assert_close(model.observe(step_s, step_a).member_mean[:, keep],
+                               untouched.observe(step_s, step_a).member_mean[:, keep], rtol=0, atol=0)
+
+
+def test_observe_subset_refuses_bad_row_ids():
+    model = make()
+    zs, za = inputs(B=2, T=3)
+    with pytest.raises(ValueError, match="before any batch"):
+        model.observe(zs, za, ids=torch.tensor([0, 1]))
+    model.observe(*inputs(B=4, T=3))
+    with pytest.raises(ValueError, match="repeated"):
+        model.observe(zs, za, ids=torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="row ids"):
+        model.observe(zs, za, ids=torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="ids of shape"):
+        model.observe(zs, za, ids=torch.tensor([0, 1, 2]))

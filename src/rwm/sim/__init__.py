@@ -1,5 +1,6 @@
-"""Simulators that produce `RobotState`: MuJoCo (real) and, later, the learned world model."""
+"""Simulators that produce `RobotState`: MuJoCo (real) and the learned world model (imagination)."""
 
+from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator
 from rwm.sim.state import RobotState
 
-__all__ = ["RobotState"]
+__all__ = ["ImaginationCfg", "ImaginationSimulator", "RobotState"]

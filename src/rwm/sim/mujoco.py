@@ -147,6 +147,22 @@ def yaw_to_quat(yaw: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(yaw / 2), np.zeros_like(yaw), np.zeros_like(yaw), np.sin(yaw / 2)], axis=-1)
 
 
+def soft_joint_pos_limits(model: mujoco.MjModel | None = None, factor: float = 0.95) -> np.ndarray:
+    """(2, 12) absolute (low, high) soft joint-position limits of the actuated joints, in actuator order.
+
+    Isaac Lab's soft limits: ``factor`` of each joint's range around its middle; unlimited joints
+    stay free (+-inf). A function of the robot model alone, so the real and the learned simulator
+    hand the task the same limits. ``model`` defaults to the packaged ANYmal-D.
+    """
+    m = model if model is not None else mujoco.MjModel.from_xml_path(str(MODEL_PATH))
+    actuated = m.actuator_trnid[:, 0]
+    limited = m.jnt_limited[actuated].astype(bool)
+    low, high = m.jnt_range[actuated].T
+    mid, half = (low + high) / 2, (high - low) / 2
+    return np.stack([np.where(limited, mid - factor * half, -np.inf),
+                     np.where(limited, mid + factor * half, np.inf)])
+
+
 # Column blocks of the packed float32 read-out, converted to torch in one transfer per step.
 # "contact" follows the sensor order: base, thighs (LF, LH, RF, RH), feet (same order).
 _READOUT_WIDTHS = {
@@ -188,12 +204,7 @@ class MujocoSimulator:
         self.joint_qpos_ids = m.jnt_qposadr[actuated]  # (12,) policy order -> qpos index
         self.joint_qvel_ids = m.jnt_dofadr[actuated]
         self.default_joint_pos = np.asarray(DEFAULT_JOINT_POS)
-        limited = m.jnt_limited[actuated].astype(bool)
-        low, high = m.jnt_range[actuated].T
-        mid, half = (low + high) / 2, (high - low) / 2
-        # Isaac Lab's soft limits: 95 % of the range around its middle; unlimited joints stay free.
-        self.soft_limits = np.stack([np.where(limited, mid - 0.95 * half, -np.inf),
-                                     np.where(limited, mid + 0.95 * half, np.inf)])  # (2, 12) absolute
+        self.soft_limits = soft_joint_pos_limits(m)  # (2, 12) absolute
         # the task sees joint positions relative to the default pose
         self.soft_joint_pos_limits = torch.as_tensor(self.soft_limits - self.default_joint_pos,
                                                      dtype=torch.float32, device=self.device)

@@ -172,6 +172,39 @@ class WorldModelLearningCfg:
               f"world_model_learning.eval_noise_scales = {self.eval_noise_scales}; expected numbers >= 0.")
 
 
+@dataclass
+class FinetuneCfg:
+    """MBPO-PPO (Finetune): the policy learns in imagination; a few real environments keep feeding the world model.
+
+    The imagined rollouts are the runner's: `num_envs` imagination environments x
+    `runner.num_steps_per_env` steps per iteration (paper: 4096 x 96). The uncertainty penalty is
+    the reward weight `env.reward_weights.uncertainty` (0 for RWM, -1.0 for RWM-U).
+    """
+
+    load_run: str = ""  # Pretrain run directory (or checkpoint) to start the world model (and policy) from
+    world_model_checkpoint: str = ""  # a world-model file (run checkpoint or `rwm import-upstream` output)
+    load_policy: bool = False  # start PPO from load_run's policy instead of a random initialisation
+    num_real_envs: int = 16  # real environments feeding the replay buffer (paper: 10)
+    real_steps_per_iteration: int = 24  # real control steps per environment and iteration
+    initial_real_steps: int = 100  # real steps collected before imagining (>= the model's history)
+    warmup_iterations: int = 0  # iterations that update only the world model (paper: 500)
+    real_eval_interval: int = 50  # iterations between evaluations in the real simulator (`rwm play` metrics)
+    real_eval_num_envs: int = 64
+    real_eval_seconds: float = 10.0
+    sample_state: bool = False  # imagine with reparameterised samples instead of the mean
+    member_per_episode: bool = True  # each imagined episode follows one ensemble member (RWM-U)
+
+    def __post_init__(self) -> None:
+        check(self.num_real_envs >= 1, f"finetune.num_real_envs = {self.num_real_envs}; expected >= 1.")
+        check(self.real_steps_per_iteration >= 0,
+              f"finetune.real_steps_per_iteration = {self.real_steps_per_iteration}; expected >= 0.")
+        check(self.initial_real_steps >= 1, f"finetune.initial_real_steps = {self.initial_real_steps}; expected >= 1.")
+        check(self.warmup_iterations >= 0, f"finetune.warmup_iterations = {self.warmup_iterations}; expected >= 0.")
+        check(self.real_eval_interval >= 1, f"finetune.real_eval_interval = {self.real_eval_interval}; expected >= 1.")
+        check(self.real_eval_num_envs >= 1, f"finetune.real_eval_num_envs = {self.real_eval_num_envs}; expected >= 1.")
+        check(self.real_eval_seconds > 0, f"finetune.real_eval_seconds = {self.real_eval_seconds}; expected > 0.")
+
+
 # ----------------------------------------------------------------------------- the task
 @dataclass
 class TaskCfg:
@@ -190,6 +223,7 @@ class TaskCfg:
     # Modes that learn or use a world model (Pretrain, Finetune, Offline) set these; Init has none.
     world_model: WorldModelCfg | None = None
     world_model_learning: WorldModelLearningCfg | None = None
+    finetune: FinetuneCfg | None = None  # Finetune only
 
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, f"num_envs = {self.num_envs}; expected >= 1.")
@@ -197,6 +231,9 @@ class TaskCfg:
               f"device = '{self.device}'; expected 'cpu', 'cuda' or 'cuda:<index>'.")
         check(self.experiment_name != "" and "/" not in self.experiment_name,
               f"experiment_name = '{self.experiment_name}'; expected a non-empty name without '/'.")
+        check(self.finetune is None or self.mode == "finetune",
+              f"the 'finetune' settings (e.g. --load-run, --world-model) apply to the Finetune task only; "
+              f"'{self.task_id}' is mode '{self.mode}'.")
         if self.world_model_learning is not None and self.world_model is not None:
             window = self.world_model.history_horizon + 1
             check(self.world_model_learning.eval_length >= window,
@@ -265,3 +302,12 @@ def pretrain_cfg() -> TaskCfg:
                    env=LocomotionEnvCfg(reward_weights=dict(FLAT_REWARD_WEIGHTS)),
                    runner=RunnerCfg(run_name="pretrain"),
                    world_model=WorldModelCfg(), world_model_learning=WorldModelLearningCfg())
+
+
+def finetune_cfg() -> TaskCfg:
+    """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
+    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": 0.0})
+    env.noise.enabled = False  # spec §2.1: no observation corruption in Finetune
+    return TaskCfg(task_id="Velocity-Flat-Anymal-D-Finetune-v0", mode="finetune", env=env,
+                   runner=RunnerCfg(run_name="finetune"), world_model=WorldModelCfg(),
+                   world_model_learning=WorldModelLearningCfg(), finetune=FinetuneCfg())

@@ -76,6 +76,9 @@ class RunnerExtension:
     named by the extension (upstream names, e.g. ``"system_dynamics_state_dict"``).
     """
 
+    def on_new_run(self, runner: "Runner") -> None:
+        """Called once when a run starts from scratch (not on resume), e.g. to load a starting policy."""
+
     def on_learn_start(self, runner: "Runner") -> None:
         """Called once per :meth:`Runner.learn`, after the environments were prepared."""
 
@@ -90,6 +93,10 @@ class RunnerExtension:
     def after_update(self, runner: "Runner", iteration: int) -> dict[str, float]:
         """Called after the PPO update of iteration `iteration` (0-based); returns scalars to log."""
         return {}
+
+    def updates_policy(self, iteration: int) -> bool:
+        """False to skip the PPO update of `iteration` (e.g. warm-up iterations that train only a world model)."""
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         """Top-level checkpoint entries this extension adds (names must not clash with the runner's)."""
@@ -328,10 +335,14 @@ class Runner:
                     scalars: dict[str, float] = {}
                     for ext in self.extensions:
                         scalars.update(ext.after_collection(self, it))
-                    try:
-                        losses = self.alg.update()
-                    except FloatingPointError as error:
-                        raise self._diverged(it, error) from None
+                    if all(ext.updates_policy(it) for ext in self.extensions):
+                        try:
+                            losses = self.alg.update()
+                        except FloatingPointError as error:
+                            raise self._diverged(it, error) from None
+                    else:
+                        self.alg.storage.clear()  # warm-up: the rollout is not learned from
+                        losses = {}
                     for ext in self.extensions:
                         scalars.update(ext.after_update(self, it))
                     t2 = time.perf_counter()
@@ -416,11 +427,9 @@ class Runner:
         for key in keys:
             values = [float(info[key]) for info in ep_infos if key in info]
             scalars[key if "/" in key else f"Episode/{key}"] = statistics.fmean(values)
-        scalars["Loss/value_function"] = losses["value_function"]
-        scalars["Loss/surrogate"] = losses["surrogate"]
-        scalars["Loss/entropy"] = losses["entropy"]
-        scalars["Loss/kl"] = losses["kl"]
-        scalars["Loss/learning_rate"] = losses["learning_rate"]
+        # no PPO losses when an extension skipped the update (warm-up)
+        scalars.update({f"Loss/{name}": float(value) for name, value in losses.items()})
+        scalars["Loss/learning_rate"] = float(self.alg.learning_rate)
         scalars["Policy/mean_noise_std"] = float(self.policy.std.detach().mean())
         scalars["Perf/total_fps"] = steps / max(collection_s + learning_s, 1e-9)
         scalars["Perf/collection time"] = collection_s
@@ -504,17 +513,18 @@ def _drop_metrics_after(path: Path, iteration: int) -> None:
         os.replace(tmp, path)
 
 
-def train(cfg: TaskCfg, resume_from: str | Path | None = None, extensions: Sequence[RunnerExtension] = ()
-          ) -> tuple[Runner, dict[str, Any]]:
+def train(cfg: TaskCfg, resume_from: str | Path | None = None, extensions: Sequence[RunnerExtension] = (),
+          env: Any = None) -> tuple[Runner, dict[str, Any]]:
     """Create (or continue, writing into the same directory) a run and train it; returns (runner, summary).
 
-    Without explicit `extensions`, the task mode's are used (Pretrain: world-model learning).
+    Without explicit `env` and `extensions`, the task mode decides them (Pretrain: world-model
+    learning in the real simulator; Finetune: imagination, fed by a few real environments).
     """
     device = resolve_device(cfg.device)
-    if not extensions:
-        from rwm.training.world_model_learning import mode_extensions
+    if env is None and not extensions:
+        from rwm.training.modes import build_mode
 
-        extensions = mode_extensions(cfg, device)
+        cfg, env, extensions = build_mode(cfg, device)
     if resume_from is not None:
         checkpoint = find_checkpoint(resume_from)
         log_dir = checkpoint.parent
@@ -528,10 +538,12 @@ def train(cfg: TaskCfg, resume_from: str | Path | None = None, extensions: Seque
             raise ValueError(f"'{checkpoint.name}' is not the latest checkpoint of '{log_dir}' ({later[-1]} is "
                              "newer) and resuming it would overwrite later checkpoints; resume the run directory, "
                              "or copy the checkpoint into a directory of its own first.")
-        runner = Runner(cfg, log_dir=log_dir, extensions=extensions)
+        runner = Runner(cfg, env=env, log_dir=log_dir, extensions=extensions)
         runner.load(checkpoint)
         _drop_metrics_after(log_dir / "metrics.jsonl", runner.current_iteration)
     else:
-        runner = Runner(cfg, log_dir=create_run_dir(cfg), extensions=extensions)
+        runner = Runner(cfg, env=env, log_dir=create_run_dir(cfg), extensions=extensions)
+        for ext in runner.extensions:
+            ext.on_new_run(runner)
     summary = runner.learn()
     return runner, summary

@@ -59,35 +59,21 @@ def load_world_model_file(path: str | Path, device: torch.device | str = "cpu") 
     return load_world_model(checkpoint, device)
 
 
-class WorldModelLearning(RunnerExtension):
-    """Replay buffer + world-model updates + periodic evaluation, hooked into the runner."""
+class TransitionRecorder:
+    """Feeds a ReplayBuffer from an environment loop: state k with the action taken FROM it
+    (spec defect 7), and, when episodes end, the states they ended in (defect 11)."""
 
-    def __init__(self, cfg, device: torch.device | str):
-        if cfg.world_model is None or cfg.world_model_learning is None:
-            raise ValueError(f"mode '{cfg.mode}' needs the 'world_model' and 'world_model_learning' config sections.")
-        self.cfg = cfg.world_model
-        self.learning = cfg.world_model_learning
-        self.device = torch.device(device)
-        self.model = build_world_model(self.cfg, self.device)
-        self.trainer = WorldModelTrainer(self.model, self.cfg)
-        self.buffer = ReplayBuffer(cfg.num_envs, self.learning.replay_capacity, device=self.device)
-        num_holdout = min(cfg.num_envs - 1, math.ceil(cfg.num_envs * self.learning.holdout_fraction))
-        all_envs = torch.arange(cfg.num_envs, device=self.device)
-        self.holdout_envs = all_envs[cfg.num_envs - num_holdout:]  # (k,) evaluation only
-        self.train_envs = all_envs[:cfg.num_envs - num_holdout]
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(cfg.seed + 1)
+    def __init__(self, buffer: ReplayBuffer):
+        self.buffer = buffer
         self._previous: dict[str, torch.Tensor] | None = None
-        self.num_updates = 0
 
-    # ------------------------------------------------------------------ runner hooks
-    def on_learn_start(self, runner) -> None:
-        obs = runner.env.get_observations()
+    def start(self, obs: dict[str, torch.Tensor]) -> None:
+        """Begin (or restart) recording at observations `obs`; earlier data is not continued."""
         self._previous = {name: obs[name].clone() for name in SYSTEM_GROUPS}
-        self.buffer.start_new_episodes()  # a (re)started loop is not continuous with older data
+        self.buffer.start_new_episodes()
 
-    def on_env_step(self, runner, obs: dict[str, torch.Tensor], actions: torch.Tensor, rewards: torch.Tensor,
-                    dones: torch.Tensor, extras: dict) -> None:
+    def record(self, actions: torch.Tensor, next_obs: dict[str, torch.Tensor], extras: dict) -> None:
+        """One environment step: `actions` were taken from the previous observations, giving `next_obs`."""
         previous = self._previous
         self.buffer.add(previous["system_state"], actions, previous["system_contact"],
                         previous["system_termination"])
@@ -95,9 +81,49 @@ class WorldModelLearning(RunnerExtension):
         if terminal is not None:
             self.buffer.add_terminal(terminal["ids"], terminal["system_state"], terminal["system_contact"],
                                      terminal["system_termination"])
-        self._previous = {name: obs[name].clone() for name in SYSTEM_GROUPS}
+        self._previous = {name: next_obs[name].clone() for name in SYSTEM_GROUPS}
+
+
+class WorldModelLearning(RunnerExtension):
+    """Replay buffer + world-model updates + periodic evaluation, hooked into the runner (Pretrain).
+
+    `num_envs` is the number of environments feeding the buffer (the task's, unless another mode
+    feeds it from a few real environments of its own), `model` a world model to continue from.
+    """
+
+    def __init__(self, cfg, device: torch.device | str, num_envs: int | None = None,
+                 model: SystemDynamics | None = None):
+        if cfg.world_model is None or cfg.world_model_learning is None:
+            raise ValueError(f"mode '{cfg.mode}' needs the 'world_model' and 'world_model_learning' config sections.")
+        num_envs = cfg.num_envs if num_envs is None else num_envs
+        self.cfg = cfg.world_model
+        self.learning = cfg.world_model_learning
+        self.device = torch.device(device)
+        self.model = build_world_model(self.cfg, self.device) if model is None else model
+        self.trainer = WorldModelTrainer(self.model, self.cfg)
+        self.buffer = ReplayBuffer(num_envs, self.learning.replay_capacity, device=self.device)
+        self.recorder = TransitionRecorder(self.buffer)
+        num_holdout = min(num_envs - 1, math.ceil(num_envs * self.learning.holdout_fraction))
+        all_envs = torch.arange(num_envs, device=self.device)
+        self.holdout_envs = all_envs[num_envs - num_holdout:]  # (k,) evaluation only
+        self.train_envs = all_envs[:num_envs - num_holdout]
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.seed + 1)
+        self.num_updates = 0
+
+    # ------------------------------------------------------------------ runner hooks
+    def on_learn_start(self, runner) -> None:
+        self.recorder.start(runner.env.get_observations())
+
+    def on_env_step(self, runner, obs: dict[str, torch.Tensor], actions: torch.Tensor, rewards: torch.Tensor,
+                    dones: torch.Tensor, extras: dict) -> None:
+        self.recorder.record(actions, obs, extras)
 
     def after_update(self, runner, iteration: int) -> dict[str, float]:
+        return self.update_and_evaluate(runner.log_dir, iteration)
+
+    def update_and_evaluate(self, log_dir: Path | None, iteration: int) -> dict[str, float]:
+        """One iteration's world-model updates and, every `eval_interval` iterations, its evaluation."""
         window = self.cfg.history_horizon + self.cfg.forecast_horizon
         available = self.buffer.num_valid_windows(window, env_ids=self.train_envs)
         scalars = {"World_Model/train_windows": float(available)}
@@ -108,7 +134,7 @@ class WorldModelLearning(RunnerExtension):
         self.num_updates += self.cfg.num_mini_batches
         scalars.update({f"World_Model/loss_{name}": float(value) for name, value in losses.items()})
         if (iteration + 1) % self.learning.eval_interval == 0:
-            scalars.update(self.evaluate(runner.log_dir, iteration + 1))
+            scalars.update(self.evaluate(log_dir, iteration + 1))
         return scalars
 
     def state_dict(self) -> dict[str, Any]:
@@ -155,13 +181,6 @@ class WorldModelLearning(RunnerExtension):
         return scalars
 
 
-def mode_extensions(cfg, device: torch.device | str) -> list:
-    """The runner extensions a task mode needs (none for Init)."""
-    if cfg.mode == "pretrain":
-        return [WorldModelLearning(cfg, device)]
-    return []
-
-
 @torch.inference_mode()
 def collect_replay(cfg, policy, *, num_envs: int, steps: int, seed: int, capacity: int | None = None,
                    progress: bool = False) -> ReplayBuffer:
@@ -179,14 +198,11 @@ def collect_replay(cfg, policy, *, num_envs: int, steps: int, seed: int, capacit
     env = make_env(run_cfg)
     device = torch.device(run_cfg.device)
     buffer = ReplayBuffer(num_envs, capacity or steps + 1, device=device)
+    recorder = TransitionRecorder(buffer)
     obs = env.get_observations()
+    recorder.start(obs)
     for _ in tqdm(range(steps), desc="collecting", unit="step", leave=False, disable=not progress):
         actions = policy(obs["policy"].to(device))
-        next_obs, _, _, extras = env.step(actions)
-        buffer.add(obs["system_state"], actions, obs["system_contact"], obs["system_termination"])
-        terminal = extras.get("terminal")
-        if terminal is not None:
-            buffer.add_terminal(terminal["ids"], terminal["system_state"], terminal["system_contact"],
-                                terminal["system_termination"])
-        obs = next_obs
+        obs, _, _, extras = env.step(actions)
+        recorder.record(actions, obs, extras)
     return buffer

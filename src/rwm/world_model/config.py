@@ -12,6 +12,7 @@ online ANYmal extension used 1, which is allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -158,3 +159,17 @@ def paper_scale(cfg: WorldModelCfg) -> WorldModelCfg:
 
 __all__ = ["ACTION_MEAN", "ACTION_STD", "STATE_MEAN", "STATE_STD", "WORLD_MODEL_PAPER_SCALE", "WorldModelCfg",
            "paper_scale"]
+
+
+# The fields a trained model's weights depend on (its architecture and normaliser): a model
+# loaded from a checkpoint brings these; training settings (losses, optimiser, batches) stay the task's.
+ARCHITECTURE_FIELDS = (
+    "ensemble_size", "history_horizon", "base", "rnn_num_layers", "rnn_hidden_size", "mlp_base_shape",
+    "state_mean_shape", "state_logstd_shape", "aux_shape", "logstd_min_init", "logstd_delta_init",
+    "independent_bases", "normalizer", "state_mean", "state_std", "action_mean", "action_std",
+)
+
+
+def with_architecture_of(cfg: WorldModelCfg, trained: WorldModelCfg) -> WorldModelCfg:
+    """`cfg` with the architecture of a trained model's config (see ARCHITECTURE_FIELDS)."""
+    return dataclasses.replace(cfg, **{name: getattr(trained, name) for name in ARCHITECTURE_FIELDS})

@@ -204,6 +204,13 @@ class RecurrentBase(nn.Module):
         return ctx.index_fill(1, ids, 0.0)
 
     @staticmethod
+    def assign_rows(ctx: Context, ids: torch.Tensor, rows_ctx: Context) -> Context:
+        """A copy of ``ctx`` whose rows ``ids`` (k,) are replaced by ``rows_ctx`` (k rows)."""
+        if isinstance(ctx, tuple):
+            return tuple(c.index_copy(1, ids, r) for c, r in zip(ctx, rows_ctx))
+        return ctx.index_copy(1, ids, rows_ctx)
+
+    @staticmethod
     def detach(ctx: Context) -> Context:
         if ctx is None:
             return None
@@ -251,6 +258,10 @@ class MLPBase(nn.Module):
     @staticmethod
     def zero_rows(ctx: Context, ids: torch.Tensor) -> Context:
         return None if ctx is None else ctx.index_fill(0, ids, 0.0)
+
+    @staticmethod
+    def assign_rows(ctx: Context, ids: torch.Tensor, rows_ctx: Context) -> Context:
+        return ctx.index_copy(0, ids, rows_ctx)
 
     @staticmethod
     def detach(ctx: Context) -> Context:
@@ -318,6 +329,16 @@ class BaseStack(nn.Module):
         cls = type(self.bases[0])
         return [cls.zero_rows(c, ids) for c in ctx]
 
+    def take_rows(self, ctx: list[Context], ids: torch.Tensor) -> list[Context]:
+        """The context of rows ``ids`` (k,) of a shared-input context, for every trunk."""
+        cls = type(self.bases[0])
+        return [cls.select_rows(c, ids) for c in ctx]
+
+    def put_rows(self, ctx: list[Context], ids: torch.Tensor, rows_ctx: list[Context]) -> list[Context]:
+        """A copy of ``ctx`` with rows ``ids`` (k,) replaced by ``rows_ctx`` (k rows); other rows bit for bit."""
+        cls = type(self.bases[0])
+        return [cls.assign_rows(c, ids, r) for c, r in zip(ctx, rows_ctx)]
+
     def detach(self, ctx: list[Context]) -> list[Context]:
         cls = type(self.bases[0])
         return [cls.detach(c) for c in ctx]
@@ -368,6 +389,7 @@ class SystemDynamics(nn.Module):
         out = model.observe(z_s[:, :32], z_a[:, :32])   # warm up on 32 real steps -> S[32]
         out = model.observe(out.mean[:, None], a[:, None])   # one imagined step -> S[33]
         model.reset(done_ids)                            # restart some rows only
+        model.observe(z_s2, z_a2, ids=done_ids)          # warm up those rows; the others stay as they are
 
     Alignment: ``z_action[:, t]`` is the action taken *from* ``z_state[:, t]``.
     """
@@ -442,9 +464,9 @@ class SystemDynamics(nn.Module):
         return self
 
     def forward(self, z_state: torch.Tensor, z_action: torch.Tensor,
-                model_ids: torch.Tensor | None = None) -> WorldModelOutput:
+                model_ids: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> WorldModelOutput:
         """Same as :meth:`observe`."""
-        return self.observe(z_state, z_action, model_ids)
+        return self.observe(z_state, z_action, model_ids, ids)
 
     # ------------------------------------------------------------------ normalisers
     @torch.no_grad()
@@ -493,33 +515,48 @@ class SystemDynamics(nn.Module):
         self._aux_ctx = self.auxiliary_base.zero_rows(self._aux_ctx, ids)
 
     def observe(self, z_state: torch.Tensor, z_action: torch.Tensor,
-                model_ids: torch.Tensor | None = None) -> WorldModelOutput:
+                model_ids: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> WorldModelOutput:
         """Feed T >= 1 more steps of normalised context and predict the next state.
 
         Args:
             z_state: (B, T, state_dim) normalised states.
             z_action: (B, T, action_dim) normalised actions; z_action[:, t] is taken from z_state[:, t].
             model_ids: optional (B,) member per row, for ``mean`` and the auxiliary outputs.
+            ids: optional (B,) distinct row indices into the observed batch: the inputs are those
+                rows only, and only their contexts advance; every other row's context stays bit for
+                bit (so freshly reset rows can be warmed up on a long history while the others
+                continue). Needs a batch observed in full first, which fixes the number of rows.
 
-        Returns the prediction for the step after the last one given. The stored contexts are
-        detached: this API is for rollouts (training keeps its own contexts, see losses.py).
+        Returns the prediction for the step after the last one given (for the B rows given). The
+        stored contexts are detached: this API is for rollouts (training keeps its own contexts,
+        see losses.py).
         """
         B, T = self._check_inputs(z_state, z_action)
-        if self._batch_size is not None and B != self._batch_size:
+        if ids is not None:
+            ids = self._check_row_ids(ids, B)
+        elif self._batch_size is not None and B != self._batch_size:
             raise ValueError(f"observe got a batch of {B} rows after {self._batch_size} were observed; "
                              "call reset() (all rows) before changing the batch size.")
         if model_ids is not None:
             model_ids = self._check_model_ids(model_ids, B, z_state.device)
         loop = not self.batched_ensemble
+        state_ctx, aux_ctx = self._state_ctx, self._aux_ctx
+        if ids is not None:  # continue the selected rows' contexts only
+            state_ctx = self.state_base.take_rows(state_ctx, ids)
+            aux_ctx = self.auxiliary_base.take_rows(aux_ctx, ids)
         x = torch.cat([z_state, z_action], dim=-1)  # (B, T, S+A)
-        h, state_ctx = self.state_base(x, self._state_ctx, members=False)
+        h, state_ctx = self.state_base(x, state_ctx, members=False)
         shared = self.state_base.output_is_shared(False)
         mean, std, _ = self.state_heads(h, z_state[:, -1], members=not shared, loop=loop)
-        h_aux, aux_ctx = self.auxiliary_base(x, self._aux_ctx, members=False)
+        h_aux, aux_ctx = self.auxiliary_base(x, aux_ctx, members=False)
         aux = self.auxiliary_heads(h_aux, members=not self.auxiliary_base.output_is_shared(False), loop=loop)
-        self._state_ctx = self.state_base.detach(state_ctx)
-        self._aux_ctx = self.auxiliary_base.detach(aux_ctx)
-        self._batch_size = B
+        state_ctx, aux_ctx = self.state_base.detach(state_ctx), self.auxiliary_base.detach(aux_ctx)
+        if ids is None:
+            self._state_ctx, self._aux_ctx = state_ctx, aux_ctx
+            self._batch_size = B
+        else:
+            self._state_ctx = self.state_base.put_rows(self._state_ctx, ids, state_ctx)
+            self._aux_ctx = self.auxiliary_base.put_rows(self._aux_ctx, ids, aux_ctx)
         return self.make_output(mean, std, aux, model_ids)
 
     # ------------------------------------------------------------------ helpers
@@ -555,6 +592,21 @@ class SystemDynamics(nn.Module):
         if T < 1 or B < 1:
             raise ValueError(f"observe got {B} rows of {T} steps, expected at least one of each.")
         return B, T
+
+    def _check_row_ids(self, ids: torch.Tensor, B: int) -> torch.Tensor:
+        if self._batch_size is None:
+            raise ValueError("observe got row ids before any batch was observed; observe all rows once "
+                             "(after reset()) so the number of rows is known.")
+        ids = torch.as_tensor(ids)
+        if ids.shape != (B,) or ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"observe got ids of shape {tuple(ids.shape)} and dtype {ids.dtype}, "
+                             f"expected an integer tensor of shape ({B},), one row index per input row.")
+        if int(ids.min()) < 0 or int(ids.max()) >= self._batch_size:
+            raise ValueError(f"observe got row ids in [{int(ids.min())}, {int(ids.max())}], "
+                             f"expected indices in [0, {self._batch_size}).")
+        if ids.unique().numel() != B:
+            raise ValueError("observe got repeated row ids, expected each row at most once.")
+        return ids.to(device=self.state_heads.mean.layers[0].weight.device, dtype=torch.long)
 
     def _check_model_ids(self, model_ids: torch.Tensor, B: int, device: torch.device) -> torch.Tensor:
         model_ids = torch.as_tensor(model_ids)

@@ -1,0 +1,151 @@
+"""Finetune (MBPO-PPO): PPO learns in the world model's imagination; a few real robots keep it honest.
+
+The runner is the same loop as every mode; here its environment is `LocomotionEnv` on an
+`ImaginationSimulator` (the same task: commands, observations, rewards, terminations), and one
+extension does the rest each iteration: a few real environments take `real_steps_per_iteration`
+steps with the current policy into the replay buffer, the world model is updated on it, and
+every `real_eval_interval` iterations the policy is measured in the real simulator with the
+`rwm play` metrics, so the imagined-vs-real gap is a curve in TensorBoard. During
+`warmup_iterations` only the world model learns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rwm.config import apply_overrides
+from rwm.envs.locomotion_env import LocomotionEnv
+from rwm.training.checkpoint import find_checkpoint
+from rwm.training.runner import RunnerExtension
+from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file
+from rwm.world_model.config import with_architecture_of
+
+
+def world_model_source(cfg) -> Path:
+    """The checkpoint to take the world model from: `finetune.world_model_checkpoint`, else `load_run`'s latest."""
+    ft = cfg.finetune
+    if ft.world_model_checkpoint:
+        path = Path(ft.world_model_checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"world-model checkpoint '{path}' (--world-model) does not exist.")
+        return path
+    if ft.load_run:
+        if not Path(ft.load_run).exists():
+            raise FileNotFoundError(f"run '{ft.load_run}' (--load-run) does not exist.")
+        return find_checkpoint(ft.load_run)
+    raise ValueError("mode 'finetune' needs a world model: pass --load-run RUN_DIR (a Pretrain run) or "
+                     "--world-model CHECKPOINT.")
+
+
+def build_finetune(cfg, device: torch.device):
+    """(cfg with the loaded model's architecture, imagination env, [ModelBasedFinetuning]) for a Finetune run."""
+    from rwm.envs.scripted_policies import StandingPolicy
+    from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator
+    from rwm.tasks import make_env
+    from rwm.training.export import policy_from_checkpoint
+
+    ft = cfg.finetune
+    if ft is None:
+        raise ValueError("mode 'finetune' needs the 'finetune' config section.")
+    if ft.load_policy and not ft.load_run:
+        raise ValueError("finetune.load_policy=true needs a run to load the policy from (--load-run RUN_DIR).")
+    model = load_world_model_file(world_model_source(cfg), device)
+    if model.state_dim != 45 or model.action_dim != 12 or model.contact_dim != 8 or model.termination_dim != 1:
+        raise ValueError(f"the world model's layout (state {model.state_dim}, action {model.action_dim}, contact "
+                         f"{model.contact_dim}, termination {model.termination_dim}) does not match this task "
+                         "(45, 12, 8, 1).")
+    cfg = dataclasses.replace(cfg, world_model=with_architecture_of(cfg.world_model, model.cfg))
+
+    pretrain_policy = None
+    if ft.load_run:
+        pretrain_policy, _, _ = policy_from_checkpoint(find_checkpoint(ft.load_run), device=device)
+
+    learner = WorldModelLearning(cfg, device, num_envs=ft.num_real_envs, model=model)
+    real_env = make_env(apply_overrides(cfg, [f"num_envs={ft.num_real_envs}", f"seed={cfg.seed + 1000}"]))
+    # First real data, so imagination has starting windows: the Pretrain policy if there is one.
+    collect = pretrain_policy.act_inference if pretrain_policy is not None else StandingPolicy(
+        ft.num_real_envs, device, dt=real_env.step_dt)
+    obs = real_env.get_observations()
+    learner.recorder.start(obs)
+    with torch.inference_mode():
+        for _ in range(ft.initial_real_steps):
+            actions = collect(obs["policy"])
+            obs, _, _, extras = real_env.step(actions)
+            learner.recorder.record(actions, obs, extras)
+    history = model.history_horizon
+    if learner.buffer.num_valid_windows(history) == 0:
+        raise ValueError(f"no real episode lasted the world model's history of {history} steps during the "
+                         f"{ft.initial_real_steps} initial steps; raise finetune.initial_real_steps.")
+
+    simulator = ImaginationSimulator(
+        model, lambda n, generator: learner.buffer.sample(n, history, generator), cfg.num_envs,
+        ImaginationCfg(sample_state=ft.sample_state, member_per_episode=ft.member_per_episode,
+                       step_dt=real_env.step_dt), device=device, seed=cfg.seed)
+    env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
+    policy_state = pretrain_policy.state_dict() if (ft.load_policy and pretrain_policy is not None) else None
+    return cfg, env, [ModelBasedFinetuning(cfg, learner, real_env, policy_state)]
+
+
+class ModelBasedFinetuning(RunnerExtension):
+    """Real data, world-model updates, imagination statistics and real-simulator evaluation for Finetune."""
+
+    def __init__(self, cfg, learner: WorldModelLearning, real_env, policy_state: dict | None = None):
+        self.cfg = cfg
+        self.ft = cfg.finetune
+        self.learner = learner
+        self.real_env = real_env
+        self.policy_state = policy_state
+        self.real_transitions = learner.buffer.num_added.sum().item()  # includes the initial steps
+        self._real_obs = real_env.get_observations()
+        self._epistemic = 0.0
+        self._imagined_steps = 0
+        self._imagined_resets = 0
+
+    def on_new_run(self, runner) -> None:
+        if self.policy_state is not None:
+            runner.policy.load_state_dict(self.policy_state)
+
+    def on_env_step(self, runner, obs, actions, rewards, dones, extras) -> None:
+        # runner.env is the imagination env: collect its statistics, never its data
+        self._epistemic += float(runner.env.sim.uncertainty.mean())
+        self._imagined_steps += 1
+        self._imagined_resets += int(dones.sum())
+
+    def updates_policy(self, iteration: int) -> bool:
+        return iteration >= self.ft.warmup_iterations
+
+    def after_update(self, runner, iteration: int) -> dict[str, float]:
+        scalars = {
+            "Imagination/epistemic_uncertainty": self._epistemic / max(1, self._imagined_steps),
+            "Imagination/reset_share": self._imagined_resets / max(1, self._imagined_steps * runner.num_envs),
+            "Imagination/warmup": float(not self.updates_policy(iteration)),
+        }
+        self._epistemic, self._imagined_steps, self._imagined_resets = 0.0, 0, 0
+        policy = runner.policy
+        with torch.inference_mode():
+            for _ in range(self.ft.real_steps_per_iteration):
+                actions = policy.act(self._real_obs["policy"])
+                self._real_obs, _, _, extras = self.real_env.step(actions)
+                self.learner.recorder.record(actions, self._real_obs, extras)
+        self.real_transitions += self.ft.real_steps_per_iteration * self.real_env.num_envs
+        scalars["Real/transitions"] = float(self.real_transitions)
+        scalars.update(self.learner.update_and_evaluate(runner.log_dir, iteration))
+        if (iteration + 1) % self.ft.real_eval_interval == 0:
+            from rwm.training.evaluation import evaluate_policy
+
+            metrics = evaluate_policy(self.cfg, runner.get_inference_policy(), num_envs=self.ft.real_eval_num_envs,
+                                      seconds=self.ft.real_eval_seconds, progress=False)
+            for key in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate", "lin_vel_error", "ang_vel_error"):
+                scalars[f"Real/{key}"] = float(metrics[key])
+        return scalars
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.learner.state_dict(), "finetune_real_transitions": self.real_transitions}
+
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        self.learner.load_state_dict(checkpoint)
+        self.real_transitions = int(checkpoint.get("finetune_real_transitions", self.real_transitions))

@@ -1,0 +1,24 @@
+"""What each task mode trains on: the environment the runner steps and the extensions it adds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def build_mode(cfg, device: torch.device) -> tuple[Any, Any, list]:
+    """(cfg, env, extensions) for `cfg.mode`; env None means the task's real-simulator env.
+
+    The returned cfg may complete the given one (Finetune takes the world model's architecture
+    from its checkpoint), and is what the run records.
+    """
+    if cfg.mode == "pretrain":
+        from rwm.training.world_model_learning import WorldModelLearning
+
+        return cfg, None, [WorldModelLearning(cfg, device)]
+    if cfg.mode == "finetune":
+        from rwm.training.mbpo import build_finetune
+
+        return build_finetune(cfg, device)
+    return cfg, None, []

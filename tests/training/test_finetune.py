@@ -1,0 +1,97 @@
+"""Finetune (MBPO-PPO): imagination training from a Pretrain run, warm-up, and load errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rwm.cli import main
+from rwm.training.checkpoint import load_checkpoint
+from rwm.training.modes import build_mode
+from rwm.training.runner import Runner, create_run_dir, resolve_train_config, train
+from tests.training.conftest import QUIET
+from tests.training.test_pretrain import TINY_WORLD_MODEL, tiny_pretrain_cfg
+
+TINY_FINETUNE = ["finetune.num_real_envs=4", "finetune.real_steps_per_iteration=8", "finetune.initial_real_steps=24",
+                 "finetune.real_eval_interval=2", "finetune.real_eval_num_envs=4", "finetune.real_eval_seconds=0.2"]
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    runner, _ = train(tiny_pretrain_cfg(tmp_path_factory.mktemp("pretrain"), iterations=2))
+    return runner.log_dir
+
+
+def finetune_cfg(log_root, load_run, iterations=2, extra=()):
+    cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0",
+                                  [*QUIET, "runner.num_steps_per_env=8", "runner.save_interval=2",
+                                   f"runner.log_root={log_root}", *TINY_WORLD_MODEL, *TINY_FINETUNE,
+                                   f"finetune.load_run={load_run}", *extra],
+                                  num_envs=16, max_iterations=iterations, seed=0)
+    return cfg
+
+
+def test_tiny_finetune_run_learns_in_imagination_and_checkpoints(pretrain_run, tmp_path):
+    runner, summary = train(finetune_cfg(tmp_path, pretrain_run, iterations=2,
+                                         extra=("env.reward_weights.uncertainty=-1.0",)))
+    assert summary["iterations"] == 2
+    assert type(runner.env.sim).__name__ == "ImaginationSimulator"  # PPO's data is imagined
+    last = runner.history[-1]
+    assert "Imagination/epistemic_uncertainty" in last and last["Imagination/epistemic_uncertainty"] > 0
+    assert math.isfinite(last["Real/tracking_lin_vel"])  # evaluated in the real simulator at iteration 2
+    assert last["Real/transitions"] == 4 * 24 + 2 * 4 * 8  # initial steps + 2 iterations of real steps
+    assert any(key.startswith("Episode_Reward/") for row in runner.history for key in row)
+    payload = load_checkpoint(runner.log_dir / "model_2.pt")
+    assert {"system_dynamics_state_dict", "system_dynamics_optimizer_state_dict"} <= set(payload)
+    assert payload["config"]["mode"] == "finetune"
+    assert payload["config"]["world_model"]["rnn_hidden_size"] == 32  # the loaded model's architecture
+
+
+def test_warmup_iterations_leave_the_policy_unchanged(pretrain_run, tmp_path):
+    cfg = finetune_cfg(tmp_path, pretrain_run, iterations=2, extra=("finetune.warmup_iterations=2",))
+    cfg, env, extensions = build_mode(cfg, torch.device("cpu"))
+    runner = Runner(cfg, env=env, log_dir=create_run_dir(cfg), extensions=extensions)
+    policy_before = {k: v.clone() for k, v in runner.policy.state_dict().items()}
+    model_before = {k: v.clone() for k, v in extensions[0].learner.model.state_dict().items()}
+    runner.learn()
+    for name, value in runner.policy.state_dict().items():
+        if "normalizer" not in name:  # normalisers still see the data; the weights must not move
+            assert torch.equal(value, policy_before[name]), name
+    assert any(not torch.equal(v, model_before[k]) for k, v in extensions[0].learner.model.state_dict().items())
+    assert all(row["Imagination/warmup"] == 1.0 for row in runner.history)
+
+
+def test_load_policy_starts_from_the_pretrain_policy(pretrain_run, tmp_path):
+    cfg = finetune_cfg(tmp_path, pretrain_run, extra=("finetune.load_policy=true", "finetune.warmup_iterations=5"),
+                       iterations=1)
+    runner, _ = train(cfg)
+    pretrained = load_checkpoint(pretrain_run / "model_2.pt")["model_state_dict"]
+    torch.testing.assert_close(runner.policy.state_dict()["actor.0.weight"], pretrained["actor.0.weight"])
+
+
+def test_finetune_load_errors_are_one_sentence(pretrain_run, tmp_path, capsys):
+    flags = ["train", "--task", "Velocity-Flat-Anymal-D-Finetune-v0", "--quiet", "--num-envs", "8",
+             "--max-iterations", "1"]
+    overrides = [f"runner.log_root={tmp_path}", *TINY_WORLD_MODEL, *TINY_FINETUNE]
+    cases = [
+        ([], [], "needs a world model"),
+        (["--load-run", str(tmp_path / "missing")], [], "does not exist"),
+        (["--world-model", str(tmp_path / "missing.pt")], [], "does not exist"),
+        ([], ["finetune.load_policy=true"], "needs a run"),
+    ]
+    for extra_flags, extra_overrides, fragment in cases:
+        assert main(flags + extra_flags + overrides + extra_overrides) != 0
+        err = capsys.readouterr().err
+        assert fragment in err and "Traceback" not in err, err
+    # an Init run holds no world model
+    init_cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Init-v0", [*QUIET, f"runner.log_root={tmp_path}",
+                                       "runner.num_steps_per_env=4"], num_envs=4, max_iterations=1)
+    init_runner, _ = train(init_cfg)
+    assert main(flags + ["--load-run", str(init_runner.log_dir)] + overrides) != 0
+    assert "holds no world model" in capsys.readouterr().err
+    # --load-run on a task that is not Finetune
+    assert main(["train", "--task", "Velocity-Flat-Anymal-D-Init-v0", "--load-run", str(pretrain_run)]) != 0
+    assert "Finetune task only" in capsys.readouterr().err
