@@ -110,6 +110,8 @@ class WorldModelLearning(RunnerExtension):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed + 1)
         self.num_updates = 0
+        # world_model.normalizer = "fitted": statistics come from the first data, once
+        self.normalizer_fitted = self.cfg.normalizer != "fitted" or model is not None
 
     # ------------------------------------------------------------------ runner hooks
     def on_learn_start(self, runner) -> None:
@@ -129,6 +131,10 @@ class WorldModelLearning(RunnerExtension):
         scalars = {"World_Model/train_windows": float(available)}
         if available == 0:  # too little data yet: never train on padded windows (defect 8)
             return scalars
+        if not self.normalizer_fitted:
+            sample = self.buffer.sample(4096, window, self.generator, env_ids=self.train_envs)
+            self.model.fit_normalizers(sample["state"], sample["action"])
+            self.normalizer_fitted = True
         losses = self.trainer.update(lambda: self.buffer.sample(self.cfg.mini_batch_size, window, self.generator,
                                                                 env_ids=self.train_envs))
         self.num_updates += self.cfg.num_mini_batches
@@ -145,6 +151,7 @@ class WorldModelLearning(RunnerExtension):
         if "system_dynamics_state_dict" in checkpoint:  # upstream forgot this on resume (defect 18)
             self.model.load_state_dict(checkpoint["system_dynamics_state_dict"])
             self.model.reset()
+            self.normalizer_fitted = True  # the checkpoint holds the normaliser statistics
         if "system_dynamics_optimizer_state_dict" in checkpoint:
             self.trainer.load_state_dict(checkpoint["system_dynamics_optimizer_state_dict"])
 
