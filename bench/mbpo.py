@@ -1,0 +1,152 @@
+"""MBPO-PPO acceptance: Pretrain -> Finetune in imagination -> the policy in the real simulator.
+
+Stages, each timed:
+  pretrain    a CPU-scale Pretrain run (or `--pretrain-run DIR` to reuse one)
+  finetune    a Finetune run from a randomly initialised policy; world model from the Pretrain run
+  evaluate    the Finetune policy and the Init PPO policy (`--ppo-run`, default the latest
+              bench/ppo_init.py run) measured alike, as `rwm play` (>= 100 environments x 20 s)
+  throughput  imagined control steps/s at 4096 environments against the real simulator's, in
+              the same run, with the machine's large-matmul GFLOP/s beside it
+
+Prints one JSON object as the last line: tracking_ratio_vs_ppo, fall_rate,
+imagination_vs_real_speed, real_transitions_mbpo, real_transitions_ppo, wall_clock_s (per stage).
+`--quick` is a seconds-long smoke run of the same path at tiny sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
+
+from rwm.config import apply_overrides  # noqa: E402
+from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
+from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy  # noqa: E402
+from rwm.sim.imagination import ImaginationSimulator  # noqa: E402
+from rwm.tasks import make_env  # noqa: E402
+from rwm.training.checkpoint import find_checkpoint, load_checkpoint  # noqa: E402
+from rwm.training.evaluation import evaluate_policy  # noqa: E402
+from rwm.training.export import policy_from_checkpoint  # noqa: E402
+from rwm.training.runner import resolve_train_config, train  # noqa: E402
+from rwm.training.world_model_learning import collect_replay  # noqa: E402
+
+QUICK_COMMON = ["runner.num_steps_per_env=8", "runner.save_interval=2", "runner.progress_bar=false",
+                "world_model.ensemble_size=2", "world_model.rnn_num_layers=1", "world_model.rnn_hidden_size=32",
+                "world_model.history_horizon=4", "world_model.forecast_horizon=2", "world_model.mini_batch_size=16",
+                "world_model.num_mini_batches=1", "world_model_learning.replay_capacity=64",
+                "world_model_learning.eval_length=12", "world_model_learning.eval_interval=100"]
+QUICK_FINETUNE = ["finetune.num_real_envs=4", "finetune.initial_real_steps=24", "finetune.real_eval_interval=100"]
+
+
+def steps_per_second(env, steps: int) -> float:
+    policy = RandomPolicy(env.num_envs, env.device)
+    obs = env.get_observations()["policy"]
+    with torch.inference_mode():
+        for _ in range(3):
+            obs = env.step(policy(obs))[0]["policy"]
+        start = time.perf_counter()
+        for _ in range(steps):
+            obs = env.step(policy(obs))[0]["policy"]
+    return steps * env.num_envs / (time.perf_counter() - start)
+
+
+def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
+    """Imagined vs real control steps/s of LocomotionEnv at `num_envs`, random actions, same run."""
+    real_env = make_env(apply_overrides(cfg, [f"num_envs={num_envs}"]))
+    real = steps_per_second(real_env, steps)
+    del real_env
+    history = model.history_horizon
+    buffer = collect_replay(cfg, StandingPolicy(8, dt=0.02), num_envs=8, steps=history + 8, seed=3)
+    simulator = ImaginationSimulator(model, lambda n, g: buffer.sample(n, history, g), num_envs)
+    imagined = steps_per_second(LocomotionEnv(cfg.env, simulator), steps)
+    return {"num_envs": num_envs, "imagined_steps_per_s": round(imagined), "real_steps_per_s": round(real),
+            "imagination_vs_real_speed": round(imagined / real, 3), "matmul_gflops_per_s": round(matmul_gflops(), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
+    parser.add_argument("--pretrain-run", type=Path, default=None, help="reuse this Pretrain run (skip stage 1)")
+    parser.add_argument("--ppo-run", type=Path, default=None,
+                        help="Init PPO run to compare with (default: the latest logs/anymal_d_flat/*_bench)")
+    parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
+    args = parser.parse_args()
+    quick = args.quick
+    walls: dict[str, float] = {}
+
+    # 1. Pretrain
+    start = time.perf_counter()
+    if args.pretrain_run is not None:
+        pretrain_dir = args.pretrain_run
+        pretrain_steps = int(load_checkpoint(find_checkpoint(pretrain_dir))["infos"]["env_steps"])
+    else:
+        overrides = ["runner.console=line", *(QUICK_COMMON if quick else [])]
+        cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Pretrain-v0", overrides, run_name="bench_pretrain",
+                                      num_envs=16 if quick else None, max_iterations=2 if quick else None)
+        runner, summary = train(cfg)
+        pretrain_dir, pretrain_steps = runner.log_dir, summary["env_steps"]
+    walls["pretrain"] = round(time.perf_counter() - start, 1)
+
+    # 2. Finetune from a random policy, purely in imagination
+    start = time.perf_counter()
+    overrides = ["runner.console=line", f"finetune.load_run={pretrain_dir}",
+                 *((QUICK_COMMON + QUICK_FINETUNE) if quick else []), *args.finetune_overrides]
+    cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", overrides, run_name="bench_finetune",
+                                  num_envs=16 if quick else None, max_iterations=2 if quick else None)
+    runner, summary = train(cfg)
+    finetune = runner.extensions[0]
+    walls["finetune"] = round(time.perf_counter() - start, 1)
+
+    # 3. Both policies in the real simulator, measured alike
+    start = time.perf_counter()
+    eval_envs, eval_seconds = (8, 2.0) if quick else (128, 20.0)
+    mbpo = evaluate_policy(runner.cfg, runner.get_inference_policy(), num_envs=eval_envs, seconds=eval_seconds,
+                           progress=False)
+    ppo_run = args.ppo_run or next(iter(sorted(Path("logs").glob("anymal_d_flat/*_bench"), reverse=True)), None)
+    ppo = ppo_steps = None
+    if ppo_run is not None:
+        ppo_policy, ppo_cfg, payload = policy_from_checkpoint(find_checkpoint(ppo_run))
+        ppo = evaluate_policy(ppo_cfg, ppo_policy.act_inference, num_envs=eval_envs, seconds=eval_seconds,
+                              progress=False)
+        ppo_steps = int(payload["infos"]["env_steps"])
+    walls["evaluate"] = round(time.perf_counter() - start, 1)
+
+    # 4. Imagination vs real throughput
+    start = time.perf_counter()
+    throughput = imagination_vs_real(runner.cfg, finetune.learner.model, num_envs=256 if quick else 4096,
+                                     steps=5 if quick else 20)
+    walls["throughput"] = round(time.perf_counter() - start, 1)
+
+    emit("mbpo", {
+        "tracking_lin_vel": round(mbpo["tracking_lin_vel"], 4),
+        "tracking_ratio_vs_ppo": None if ppo is None else round(mbpo["tracking_lin_vel"] / ppo["tracking_lin_vel"], 4),
+        "ppo_tracking_lin_vel": None if ppo is None else round(ppo["tracking_lin_vel"], 4),
+        "fall_rate": round(mbpo["fall_rate"], 4),
+        "imagination_vs_real_speed": throughput["imagination_vs_real_speed"],
+        "throughput": throughput,
+        "real_transitions_mbpo": int(pretrain_steps + finetune.real_transitions),
+        "real_transitions_ppo": ppo_steps,
+        "wall_clock_s": walls,
+        "pretrain_run": str(pretrain_dir), "finetune_run": str(runner.log_dir),
+        "ppo_run": None if ppo_run is None else str(ppo_run),
+        "finetune_iterations": summary["iterations"],
+    }, quick)
+
+
+if __name__ == "__main__":
+    main()
