@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from rwm.envs.locomotion_env import LocomotionEnv, LocomotionEnvCfg
 from rwm.sim.mujoco import MujocoSimCfg, MujocoSimulator, RandomizationCfg
+
+# The suite's networks are tiny: one thread is fastest, and on a shared 2-core machine torch's
+# busy-waiting thread team can otherwise slow small updates down many times over.
+torch.set_num_threads(1)
 
 
 def make_quiet_env(num_envs: int = 8, seed: int = 0, **env_kwargs) -> LocomotionEnv:

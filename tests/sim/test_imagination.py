@@ -27,15 +27,6 @@ from rwm.world_model.config import STATE_MEAN, STATE_STD
 from tests.conftest import make_quiet_env
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks and a shared CPU: one thread is fastest and least disturbing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(E: int = 2, M: int = 4, seed: int = 0, **kw) -> SystemDynamics:
     torch.manual_seed(seed)
     cfg = WorldModelCfg(ensemble_size=E, history_horizon=M, forecast_horizon=2, rnn_num_layers=1, rnn_hidden_size=16,

@@ -5,21 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from rwm.training.runner import Runner, create_run_dir, resolve_train_config
 
 QUIET = ["runner.console=none", "runner.progress_bar=false", "sim.num_threads=1"]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks gain nothing from a second thread, and on a shared 2-core machine a busy-waiting
-    thread team can slow them down many times over; run these tests single-threaded."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_cfg(log_root: Path | str = "logs", num_envs: int = 16, steps: int = 8, iterations: int = 2, seed: int = 0,
@@ -45,10 +34,4 @@ def trained_run(tmp_path_factory) -> Path:
 
     Tests must not modify it; copy it first.
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        runner = tiny_run(tmp_path_factory.mktemp("shared_logs"), extra=("policy.obs_normalization=true",))
-    finally:
-        torch.set_num_threads(previous)
-    return runner.log_dir
+    return tiny_run(tmp_path_factory.mktemp("shared_logs"), extra=("policy.obs_normalization=true",)).log_dir

@@ -20,7 +20,6 @@ TINY_FINETUNE = ["finetune.num_real_envs=4", "finetune.real_steps_per_iteration=
 
 @pytest.fixture(scope="module")
 def pretrain_run(tmp_path_factory):
-    torch.set_num_threads(1)
     runner, _ = train(tiny_pretrain_cfg(tmp_path_factory.mktemp("pretrain"), iterations=2))
     return runner.log_dir
 

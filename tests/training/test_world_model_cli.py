@@ -17,7 +17,6 @@ from tests.world_model.test_upstream import upstream_state_dict
 
 @pytest.fixture(scope="module")
 def pretrain_run(tmp_path_factory):
-    torch.set_num_threads(1)
     runner, _ = train(tiny_pretrain_cfg(tmp_path_factory.mktemp("pretrain_logs"), iterations=2))
     return runner.log_dir
 

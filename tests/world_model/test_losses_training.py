@@ -12,15 +12,6 @@ from rwm.world_model import SystemDynamics, WorldModelCfg, WorldModelTrainer, wo
 from rwm.world_model.losses import auxiliary_losses, bootstrap_indices, state_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread is fastest, and immune to other jobs on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- helpers
 def toy_cfg(**kw) -> WorldModelCfg:
     base = dict(ensemble_size=3, history_horizon=5, forecast_horizon=4, rnn_num_layers=2, rnn_hidden_size=16,

@@ -13,15 +13,6 @@ from rwm.config import ConfigError
 from rwm.world_model import SystemDynamics, WorldModelCfg, WorldModelTrainer
 from rwm.world_model.config import STATE_MEAN, STATE_STD
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread is fastest, and immune to other jobs on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 S, A, C = 45, 12, 8
 
 

@@ -15,14 +15,6 @@ S, A, C, T1 = 45, 12, 8, 1
 H, LAYERS, HEAD, E, HIST = 16, 2, 10, 3, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- upstream layout
 def upstream_state_dict(base: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random tensors under the parameter names and shapes of spec §17."""

@@ -24,7 +24,7 @@ from rwm.config import check
 from rwm.envs.mdp.commands import CommandCfg, VelocityCommand
 from rwm.envs.mdp.observations import ObservationNoiseCfg, observation_groups
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, REWARD_TERMS, RewardContext
-from rwm.sim.state import NUM_JOINTS, to_system_vectors
+from rwm.sim.state import NUM_JOINTS, check_actions, to_system_vectors
 
 
 @dataclass
@@ -97,7 +97,7 @@ class LocomotionEnv:
                                                 generator=self.generator, device=self.device)
 
     def step(self, actions: torch.Tensor):
-        actions = self._validate_actions(actions)
+        actions = check_actions(actions, self.num_envs, self.device)
         dt = self.step_dt
         self.last_action = self.action
         self.action = actions.clone()
@@ -134,19 +134,6 @@ class LocomotionEnv:
         return self._observations, rewards, dones, extras
 
     # ------------------------------------------------------------------ internals
-    def _validate_actions(self, actions) -> torch.Tensor:
-        expected = (self.num_envs, self.num_actions)
-        if not isinstance(actions, torch.Tensor):
-            raise ValueError(f"actions must be a torch.Tensor of shape {expected}; got {type(actions).__name__}.")
-        if tuple(actions.shape) != expected:
-            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {expected} (num_envs, num_actions).")
-        if not actions.is_floating_point():
-            raise ValueError(f"actions have dtype {actions.dtype}; expected a floating-point dtype.")
-        if not bool(torch.isfinite(actions).all()):
-            bad = torch.nonzero(~torch.isfinite(actions).all(dim=1)).flatten()[:5].tolist()
-            raise ValueError(f"actions contain NaN or infinite values (environments {bad}); expected finite values.")
-        return actions.to(self.device, torch.float32)
-
     def _compute_rewards(self, ctx: RewardContext) -> torch.Tensor:
         total = torch.zeros(self.num_envs, device=self.device)
         for name, (term, weight) in self.reward_terms.items():

@@ -50,6 +50,7 @@ from rwm.sim.state import (
     STATE_SLICES,
     TERMINATION_DIM,
     RobotState,
+    check_actions,
     from_system_vectors,
 )
 
@@ -158,7 +159,7 @@ class ImaginationSimulator:
 
     def step(self, actions: torch.Tensor) -> RobotState:
         """Predict one control step for every environment from raw actions (N, 12); returns the new state."""
-        actions = self._check_actions(actions)
+        actions = check_actions(actions, self.num_envs, self.device)
         with torch.inference_mode():
             z_action = self.model.action_normalizer(actions)  # (N, 12)
             out = self.model.observe(self._z_state.unsqueeze(1), z_action.unsqueeze(1), model_ids=self.model_ids)
@@ -202,15 +203,3 @@ class ImaginationSimulator:
                 raise ValueError(f"initial_windows '{key}' contains NaN or infinite values; expected finite data.")
         return out
 
-    def _check_actions(self, actions) -> torch.Tensor:
-        expected = (self.num_envs, ACTION_DIM)
-        if not isinstance(actions, torch.Tensor):
-            raise ValueError(f"actions must be a torch.Tensor of shape {expected}; got {type(actions).__name__}.")
-        if tuple(actions.shape) != expected:
-            raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {expected} (num_envs, num_actions).")
-        if not actions.is_floating_point():
-            raise ValueError(f"actions have dtype {actions.dtype}; expected a floating-point dtype.")
-        if not bool(torch.isfinite(actions).all()):
-            bad = torch.nonzero(~torch.isfinite(actions).all(dim=1)).flatten()[:5].tolist()
-            raise ValueError(f"actions contain NaN or infinite values (environments {bad}); expected finite values.")
-        return actions.detach().to(self.device, torch.float32)

@@ -103,3 +103,18 @@ def from_system_vectors(
         base_contact=system_termination.reshape(-1) > 0.5,
         heading=heading,
     )
+
+
+def check_actions(actions, num_envs: int, device: torch.device | str) -> torch.Tensor:
+    """Raw policy actions (num_envs, 12) as float32 on `device`; anything else is a ValueError naming it."""
+    expected = (num_envs, ACTION_DIM)
+    if not isinstance(actions, torch.Tensor):
+        raise ValueError(f"actions must be a torch.Tensor of shape {expected}; got {type(actions).__name__}.")
+    if tuple(actions.shape) != expected:
+        raise ValueError(f"actions have shape {tuple(actions.shape)}; expected {expected} (num_envs, num_actions).")
+    if not actions.is_floating_point():
+        raise ValueError(f"actions have dtype {actions.dtype}; expected a floating-point dtype.")
+    if not bool(torch.isfinite(actions).all()):
+        bad = torch.nonzero(~torch.isfinite(actions).all(dim=1)).flatten()[:5].tolist()
+        raise ValueError(f"actions contain NaN or infinite values (environments {bad}); expected finite values.")
+    return actions.detach().to(device, torch.float32)
