@@ -129,6 +129,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a policy (new run or --resume); Ctrl-C / SIGTERM save a checkpoint and exit 0."""
     from rwm.training.runner import resolve_train_config, train
 
+    main_process = True
+    if args.distributed:  # fail at once, in one sentence, when not started by a launcher
+        from rwm.training.distributed import LaunchEnvironment
+
+        main_process = LaunchEnvironment.from_environ().rank == 0
     overrides = list(args.overrides)
     if args.load_run:
         overrides.append(f"finetune.load_run={args.load_run}")
@@ -140,10 +145,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                            max_iterations=args.max_iterations, seed=args.seed, device=args.device,
                                            run_name=args.run_name, resume=args.resume)
     where = f"resuming {checkpoint}" if checkpoint else f"new run under {cfg.runner.log_root}/{cfg.experiment_name}"
-    print(f"[rwm train] {cfg.task_id} ({cfg.scale} scale): {cfg.num_envs} environments x "
-          f"{cfg.runner.num_steps_per_env} steps, {cfg.runner.max_iterations} iterations on {cfg.device}, "
-          f"seed {cfg.seed}; {where}", flush=True)
-    runner, summary = train(cfg, resume_from=checkpoint)
+    if main_process:
+        ranks = f" per process, {os.environ.get('WORLD_SIZE')} processes" if args.distributed else ""
+        print(f"[rwm train] {cfg.task_id} ({cfg.scale} scale): {cfg.num_envs} environments x "
+              f"{cfg.runner.num_steps_per_env} steps{ranks}, {cfg.runner.max_iterations} iterations on {cfg.device}, "
+              f"seed {cfg.seed}; {where}", flush=True)
+    runner, summary = train(cfg, resume_from=checkpoint, distributed=args.distributed)
+    if not main_process:
+        return 0
     status = f"stopped by {summary['stopped_by']}" if summary["stopped_by"] else "finished"
     print(f"[rwm train] {status} after iteration {summary['iterations']}; run directory {summary['log_dir']}; "
           f"checkpoint {summary['last_checkpoint']}")
@@ -284,6 +293,179 @@ def cmd_import_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visualize(args: argparse.Namespace) -> int:
+    """The real robot and the run's world model side by side under the policy's real actions."""
+    if not args.no_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
+    from rwm.training.visualize import visualize_run
+
+    checkpoint = _checkpoint_path(args)
+    print(f"[rwm visualize] {checkpoint}: {args.num_envs} real environments, warm-up {args.warmup_seconds:g} s, "
+          f"then {args.seconds:g} s of real and imagined steps under the same actions", flush=True)
+    report = visualize_run(checkpoint, seconds=args.seconds, num_envs=args.num_envs,
+                           warmup_seconds=args.warmup_seconds, seed=args.seed, device=args.device,
+                           video=not args.no_video, video_envs=args.video_envs, progress=not args.quiet)
+    falls = report["falls"]
+    print(f"  relative L1 error over {report['horizon_steps']} predicted steps: {report['relative_l1']:.4f} "
+          f"({report['num_compared_envs']} environments; "
+          f"{len(falls)} real fall{'s' if len(falls) != 1 else ''} ended a comparison early)")
+    print(f"  trajectories plot: {report['plots']['trajectories']}")
+    print(f"  error plot: {report['plots']['error']}")
+    print(f"  errors (JSON): {report['json']}")
+    if report["video"] is not None:
+        print(f"  video: {report['video']}")
+    _print_json_line({k: v for k, v in report.items() if k not in ("relative_l1_per_step", "relative_l1_per_env")})
+    return 0
+
+
+def _dataset_groups(name: str, width: int) -> list[tuple[str, slice]]:
+    """Named column groups of a dataset stream, for `rwm dataset info`."""
+    from rwm.envs.mdp.observations import POLICY_SLICES
+    from rwm.sim.state import CONTACT_SLICES, STATE_SLICES
+
+    named = {"system_state": STATE_SLICES, "system_contact": CONTACT_SLICES, "policy_observation": POLICY_SLICES}
+    if name in named:
+        return [(f"{name}.{group}", sl) for group, sl in named[name].items()]
+    return [(name, slice(0, width))]
+
+
+def _describe_source(source) -> str:
+    if not isinstance(source, dict):
+        return str(source)
+    kind = source.get("kind", "unknown")
+    if kind == "policy":
+        return f"policy {source.get('run')}/{source.get('checkpoint')} (iteration {source.get('iteration')})"
+    if kind == "random":
+        scale = source.get("scale", 1.0)
+        return f"random actions in [-{scale}, {scale}] (seed {source.get('seed')})"
+    if kind == "merge":
+        parts = [f"{Path(i['path']).name} [{_describe_source(i.get('source'))}]" for i in source.get("inputs", [])]
+        return "merge of " + "; ".join(parts)
+    if kind == "csv":
+        return f"upstream CSV files in {source.get('directory')} ({len(source.get('files', []))} files)"
+    if kind == "minari":
+        return f"Minari dataset {source.get('dataset_id')}"
+    return kind
+
+
+def cmd_dataset_record(args: argparse.Namespace) -> int:
+    """Record transitions of a policy (a run's checkpoint, or random actions) in the real simulator."""
+    from rwm.data.record import record_dataset
+    from rwm.envs.scripted_policies import RandomPolicy
+    from rwm.tasks import make_task_cfg
+    from rwm.training.checkpoint import find_checkpoint
+    from rwm.training.export import policy_from_checkpoint
+
+    if args.checkpoint and not args.run:
+        raise ValueError("--checkpoint chooses a checkpoint inside --run RUN_DIR; pass --run too.")
+    overrides = [f"num_envs={args.num_envs}", f"seed={args.seed}", *([f"device={args.device}"] if args.device else []),
+                 *args.overrides]
+    cfg = apply_overrides(make_task_cfg(args.task), overrides)
+    if args.run:
+        checkpoint = find_checkpoint(args.run, args.checkpoint)
+        policy, _, payload = policy_from_checkpoint(checkpoint, device=cfg.device)
+        act = policy.act_inference
+        source = {"kind": "policy", "run": str(checkpoint.parent), "checkpoint": checkpoint.name,
+                  "iteration": payload["iter"], "deterministic": True}
+    else:
+        act = RandomPolicy(cfg.num_envs, cfg.device, scale=args.action_scale, seed=cfg.seed)
+        source = {"kind": "random", "scale": args.action_scale, "seed": cfg.seed}
+    per_env = -(-args.steps // cfg.num_envs)
+    print(f"[rwm dataset record] {cfg.task_id}: {_describe_source(source)}; {cfg.num_envs} environments x "
+          f"{per_env} steps = {per_env * cfg.num_envs} transitions, seed {cfg.seed} -> {args.out}", flush=True)
+    try:
+        summary = record_dataset(cfg, act, args.out, steps=args.steps, source=source, overwrite=args.force,
+                                 progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"[rwm dataset record] interrupted: nothing was written to {args.out}", file=sys.stderr)
+        raise
+    print(f"[rwm dataset record] wrote {summary['num_transitions']} transitions in {summary['num_episodes']} "
+          f"episodes to {summary['path']}")
+    _print_json_line(summary)
+    return 0
+
+
+def cmd_dataset_info(args: argparse.Namespace) -> int:
+    """Print a dataset's summary: sizes, episode lengths, terminations, source, per-column statistics."""
+    from rwm.data import DatasetReader
+
+    with DatasetReader(args.file) as reader:
+        info = reader.info()
+    if args.json:
+        _print_json_line(info)
+        return 0
+    lengths, dt = info["episode_length"], info["step_dt"] or 0.02
+    share = info["termination_share"]
+    print(f"dataset {info['path']}")
+    print(f"  robot {info['robot']}, step {dt} s, layout version {info['layout_version']}, "
+          f"created {info['created_at']}")
+    print(f"  source: {_describe_source(info['source'])}")
+    print(f"  {info['num_transitions']} transitions ({info['num_records']} records) in {info['num_episodes']} "
+          f"episodes: "
+          f"{info['episodes_fell']} fell, {info['episodes_timed_out']} timed out, {info['episodes_cut']} cut by the "
+          "end of the recording")
+    print(f"  episode length (records): min {lengths['min']}, mean {lengths['mean']:.1f}, "
+          f"median {lengths['median']:.0f}, "
+          f"max {lengths['max']} ({lengths['mean'] * dt:.2f} s on average)")
+    print(f"  termination share: {share['episodes']:.1%} of episodes end in a fall; {share['records']:.2%} of records "
+          "have system_termination = 1")
+    print("  per-column mean / std:")
+    for name, stats in info["statistics"].items():
+        if not stats:
+            continue
+        for label, sl in _dataset_groups(name, len(stats["mean"])):
+            mean = " ".join(f"{v:+.3g}" for v in stats["mean"][sl])
+            std = " ".join(f"{v:.3g}" for v in stats["std"][sl])
+            print(f"    {label:<32} mean [{mean}]  std [{std}]")
+    return 0
+
+
+def cmd_dataset_merge(args: argparse.Namespace) -> int:
+    """Concatenate datasets (e.g. random + medium + expert) into one mixed dataset."""
+    from rwm.data.merge import merge_datasets
+
+    summary = merge_datasets(args.inputs, args.out, overwrite=args.force)
+    note = f"; dropped columns {summary['dropped_columns']} (not in every input)" if summary["dropped_columns"] else ""
+    print(f"[rwm dataset merge] {summary['inputs']} datasets -> {summary['path']}: {summary['num_records']} records in "
+          f"{summary['num_episodes']} episodes{note}")
+    _print_json_line(summary)
+    return 0
+
+
+def cmd_dataset_import_csv(args: argparse.Namespace) -> int:
+    """Convert the upstream lite's state_action_data_<i>.csv files into a dataset."""
+    from rwm.data.csv_import import import_csv
+
+    summary = import_csv(args.directory, args.out, overwrite=args.force, min_rows=args.min_rows,
+                         progress=not args.quiet)
+    print(f"[rwm dataset import-csv] {summary['files']} files -> {summary['path']}: {summary['num_transitions']} "
+          f"transitions in {summary['num_episodes']} episodes")
+    _print_json_line(summary)
+    return 0
+
+
+def cmd_dataset_export_minari(args: argparse.Namespace) -> int:
+    """Write a dataset as a local Minari dataset."""
+    from rwm.data.minari_io import export_minari
+
+    summary = export_minari(args.file, args.dataset_id, out_dir=args.out_dir)
+    print(f"[rwm dataset export-minari] {args.file} -> Minari dataset '{summary['dataset_id']}' at {summary['path']}: "
+          f"{summary['episodes']} episodes, {summary['steps']} steps")
+    _print_json_line(summary)
+    return 0
+
+
+def cmd_dataset_import_minari(args: argparse.Namespace) -> int:
+    """Convert a local Minari dataset (id or directory) into a dataset file."""
+    from rwm.data.minari_io import import_minari
+
+    summary = import_minari(args.source, args.out, overwrite=args.force, datasets_dir=args.datasets_dir)
+    print(f"[rwm dataset import-minari] '{summary['dataset_id']}' -> {summary['path']}: {summary['num_records']} "
+          f"records in {summary['num_episodes']} episodes")
+    _print_json_line(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rwm",
@@ -343,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Finetune: a world-model checkpoint (a run's model_<iter>.pt or an `rwm import-upstream` "
                         "file); takes precedence over --load-run's world model")
     p.add_argument("--quiet", action="store_true", help="no per-iteration console summary and no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="train as one process of a torchrun launch (`torchrun --nproc-per-node K -m rwm.cli train "
+                        "... --distributed`): each process steps its own num_envs environments with seed + rank, "
+                        "gradients are averaged across processes (gloo on CPU, NCCL on cuda:LOCAL_RANK), and only "
+                        "rank 0 writes the run; RWM_DISTRIBUTED_TIMEOUT (seconds, default 600) bounds how long a "
+                        "process waits for the others")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. scale=paper runner.save_interval=25 policy.obs_normalization=false "
                         "algorithm.entropy_coef=0.01 (put them after the flags)")
@@ -405,19 +593,132 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="world-model settings the upstream file cannot tell, e.g. history_horizon=32")
     p.set_defaults(func=cmd_import_upstream)
+
+    p = sub.add_parser("visualize", help="the real robot and the run's world model side by side (plots, JSON, video)",
+                       description="From the same real starting history, run the real simulator and a Pretrain or "
+                                   "Finetune run's world model side by side under the actions the policy takes in "
+                                   "the real robot (observation noise and pushes off, commands resampled every 2 s). "
+                                   "The world model never sees a real state again after the start; a real fall ends "
+                                   "that environment's comparison. Writes predicted-vs-true plots to <run>/plots/, "
+                                   "the relative L1 error over the horizon to <run>/eval/visualize_<checkpoint>.json "
+                                   "and a video of the imagined robot (transparent blue) walking beside the real one "
+                                   "to <run>/videos/ (last line: JSON).")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a Pretrain or Finetune run directory")
+    p.add_argument("--checkpoint", default=None, metavar="model_K.pt",
+                   help="checkpoint file name inside the run directory (default: the latest)")
+    p.add_argument("--seconds", type=_positive_float, default=5.0,
+                   help="simulated seconds of side-by-side prediction (default 5)")
+    p.add_argument("--num-envs", type=_positive_int, default=10, help="real environments compared (default 10)")
+    p.add_argument("--warmup-seconds", type=float, default=1.0,
+                   help="real seconds before the comparison starts; at least the model's history (default 1)")
+    p.add_argument("--video-envs", type=_positive_int, default=2,
+                   help="environment pairs shown side by side in the video (default 2)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the real environments (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device for the policy and world model (default cpu)")
+    p.add_argument("--no-video", action="store_true", help="skip the video (plots and JSON only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_visualize)
+    p = sub.add_parser("dataset", help="record, inspect, merge and convert transition datasets (offline RWM-U)",
+                       description="Transition datasets: one HDF5 file per dataset (rwm.data.format) holding per-"
+                                   "episode system_state (45), the action taken from each state (12), contacts (8), "
+                                   "termination (1), optionally policy observations, commands and rewards, plus "
+                                   "metadata (robot, layout version, normaliser, source policy, step 0.02 s).")
+    dsub = p.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
+    dsub.required = True
+
+    q = dsub.add_parser("record", help="record a policy's transitions in the real simulator",
+                        description="Run a run's policy (deterministic, from --run [--checkpoint]) or random actions "
+                                    "(--policy random) in fresh simulated environments and write the transitions to "
+                                    "--out. --steps counts transitions over all environments (rounded up to a multiple "
+                                    "of --num-envs). Checkpoints of one run at different iterations give random / "
+                                    "medium / expert datasets; `rwm dataset merge` mixes them. The file appears only "
+                                    "when the recording is complete: Ctrl-C leaves nothing under --out.")
+    q.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id whose simulator and observation "
+                   "settings are used (default Velocity-Flat-Anymal-D-Init-v0)")
+    who = q.add_mutually_exclusive_group(required=True)
+    who.add_argument("--run", default=None, metavar="RUN_DIR", help="run directory (or checkpoint file) of the policy")
+    who.add_argument("--policy", choices=("random",), default=None, help="'random': uniform random actions")
+    q.add_argument("--checkpoint", default=None, metavar="model_K.pt",
+                   help="checkpoint file name inside --run (default: the latest)")
+    q.add_argument("--steps", type=_positive_int, required=True, help="transitions to record, over all environments")
+    q.add_argument("--num-envs", type=_positive_int, default=64, help="parallel environments (default 64)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the environments and the random policy (default 0)")
+    q.add_argument("--device", default=None, help="torch device (default: the task's, cpu)")
+    q.add_argument("--action-scale", type=_positive_float, default=1.0,
+                   help="--policy random: actions uniform in [-scale, scale] (default 1)")
+    q.add_argument("--out", required=True, help="dataset file to write (.h5)")
+    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="task config overrides, e.g. env.noise.enabled=false")
+    q.set_defaults(func=cmd_dataset_record)
+
+    q = dsub.add_parser("info", help="summarise a dataset file",
+                        description="Print transitions, episodes, episode-length statistics, how episodes ended, the "
+                                    "termination share, the source policy and per-column mean/std.")
+    q.add_argument("file", help="dataset file")
+    q.add_argument("--json", action="store_true", help="print the summary as one JSON line instead")
+    q.set_defaults(func=cmd_dataset_info)
+
+    q = dsub.add_parser("merge", help="concatenate datasets into one (e.g. the mixed dataset)",
+                        description="Copy the episodes of every input, in order, into --out; optional columns that not "
+                                    "every input has are dropped. The metadata lists each input's source.")
+    q.add_argument("inputs", nargs="+", metavar="FILE", help="dataset files (two or more)")
+    q.add_argument("--out", required=True, help="merged dataset file to write")
+    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    q.set_defaults(func=cmd_dataset_merge)
+
+    q = dsub.add_parser("import-csv", help="convert the upstream lite CSV files into a dataset",
+                        description="Read DIR/state_action_data_0.csv, _1, ... (no header, 66 columns: 45 state, 12 "
+                                    "action, 8 contacts, 1 termination; one continuous 50 Hz stream in index order). "
+                                    "Upstream's action column is the action that led INTO its row; each record here "
+                                    "gets the action taken FROM its state (the next row's). A termination row ends its "
+                                    "episode, row 0 included. Missing, empty or malformed files are an error.")
+    q.add_argument("directory", help="folder holding the CSV files")
+    q.add_argument("--out", required=True, help="dataset file to write")
+    q.add_argument("--min-rows", type=_positive_int, default=1,
+                   help="refuse files with fewer rows (default 1; upstream expected 10000)")
+    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_dataset_import_csv)
+
+    q = dsub.add_parser("export-minari", help="write a dataset as a local Minari dataset",
+                        description="Observations are system_state (45), actions the actions taken from them, rewards "
+                                    "(zeros if absent), terminations = falls, truncations = other endings; contacts, "
+                                    "termination flags, policy observations and commands go into infos. Written to "
+                                    "--out-dir, else $MINARI_DATASETS_PATH, else ~/.minari/datasets; no network.")
+    q.add_argument("file", help="dataset file")
+    q.add_argument("--dataset-id", required=True, help="Minari id: [namespace/]name-v<version>, e.g. anymal-random-v0")
+    q.add_argument("--out-dir", default=None, help="Minari datasets directory to write into")
+    q.set_defaults(func=cmd_dataset_export_minari)
+
+    q = dsub.add_parser("import-minari", help="convert a local Minari dataset into a dataset file",
+                        description="Read a Minari dataset by id (from --datasets-dir, $MINARI_DATASETS_PATH or "
+                                    "~/.minari/datasets; never downloaded) or by directory; observations must be the "
+                                    "45-dim system_state (or a dict holding it) and actions 12-dim.")
+    q.add_argument("source", metavar="NAME_OR_PATH", help="Minari dataset id or directory")
+    q.add_argument("--out", required=True, help="dataset file to write")
+    q.add_argument("--datasets-dir", default=None, help="Minari datasets directory to look the id up in")
+    q.add_argument("--force", action="store_true", help="replace --out if it exists")
+    q.set_defaults(func=cmd_dataset_import_minari)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"rwm {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print(f"rwm {args.command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if getattr(args, "distributed", False):
+        from rwm.training.distributed import finish_process
+
+        code = finish_process(code)
+    return code
 
 
 if __name__ == "__main__":

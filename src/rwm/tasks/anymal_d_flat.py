@@ -311,3 +311,20 @@ def finetune_cfg() -> TaskCfg:
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Finetune-v0", mode="finetune", env=env,
                    runner=RunnerCfg(run_name="finetune"), world_model=WorldModelCfg(),
                    world_model_learning=WorldModelLearningCfg(), finetune=FinetuneCfg())
+
+
+def visualize_cfg() -> TaskCfg:
+    """Mode Visualize (`rwm visualize`): a run's policy drives the real robot and its world model side by side.
+
+    Only the real environment's conditions live here (the policy and world model come from the
+    run): flat reward weights, no observation noise and no pushes, so the two robots differ by
+    the model's error alone, and commands resampled every 2 s as upstream's Visualize task does
+    (spec §3.3); the command only enters the policy's inputs.
+    """
+    env = LocomotionEnvCfg(reward_weights=dict(FLAT_REWARD_WEIGHTS))
+    env.noise.enabled = False
+    env.commands.resampling_time_s = (2.0, 2.0)
+    sim = MujocoSimCfg()
+    sim.randomization.push = False
+    return TaskCfg(task_id="Velocity-Flat-Anymal-D-Visualize-v0", mode="visualize", env=env, sim=sim,
+                   runner=RunnerCfg(run_name="visualize"))

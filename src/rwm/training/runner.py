@@ -25,6 +25,11 @@ in progress is finished), a checkpoint of the completed iterations is written, a
 :meth:`Runner.learn` returns normally. A second signal interrupts at once. A non-finite loss
 stops the run with a :class:`TrainingError` naming the iteration; nothing is saved after it,
 so the last checkpoint on disk is the last good one.
+
+Multi-process training (``train(..., distributed=True)``, ``rwm train --distributed`` under
+torchrun, see :mod:`rwm.training.distributed`) runs this same loop on every rank; only rank 0
+writes (run directory, checkpoints, config, metrics, TensorBoard, console, plots) and
+evaluates, and a stop signal is agreed on by all ranks at the end of an iteration.
 """
 
 from __future__ import annotations
@@ -190,20 +195,31 @@ class Runner:
         log_dir: The run directory; None trains without writing anything (no checkpoints).
         extensions: Mode-specific hooks, see :class:`RunnerExtension`.
         algorithm_class: The PPO class to use (a subclass may, e.g., mix imagined data into the update).
+        distributed: A :class:`rwm.training.distributed.DistributedContext` for multi-process training
+            (`cfg` is then this rank's, see ``DistributedContext.rank_config``): gradients and KL are
+            averaged across ranks, rank 0's state is broadcast when learning starts, and ranks other
+            than 0 get no run directory (whatever `log_dir` says) and print nothing.
     """
 
     def __init__(self, cfg: TaskCfg, env: Any = None, log_dir: str | Path | None = None,
-                 extensions: Sequence[RunnerExtension] = (), algorithm_class: type[PPO] = PPO):
+                 extensions: Sequence[RunnerExtension] = (), algorithm_class: type[PPO] = PPO,
+                 distributed: Any = None):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.distributed = distributed
+        self.is_main_process = distributed is None or distributed.is_main
         seed_everything(cfg.seed)
         if env is None:
             from rwm.tasks import make_env
 
             env = make_env(cfg)
         self.env = env
-        self.log_dir = Path(log_dir) if log_dir is not None else None
+        # rank-0-only writing: every file a run writes goes under log_dir, or is gated on it
+        self.log_dir = Path(log_dir) if log_dir is not None and self.is_main_process else None
         self.extensions = list(extensions)
+        if distributed is not None:
+            algorithm_class = distributed.algorithm_class(algorithm_class)
+            self.extensions = distributed.wrap_extensions(self.extensions)
 
         obs = env.get_observations()["policy"]
         self.num_obs = int(obs.shape[-1])
@@ -317,7 +333,8 @@ class Runner:
         for ext in self.extensions:
             ext.on_learn_start(self)
 
-        logger = RunLogger(self.log_dir, logger=rc.logger, console=rc.console, progress_bar=rc.progress_bar,
+        logger = RunLogger(self.log_dir, logger=rc.logger, console=rc.console if self.is_main_process else "none",
+                           progress_bar=rc.progress_bar and self.is_main_process,
                            start_iteration=start, total_iterations=end, title=f"rwm {self.cfg.mode}")
         collection_times: list[float] = []
         learning_times: list[float] = []
@@ -348,7 +365,8 @@ class Runner:
                     t2 = time.perf_counter()
 
                     self.current_iteration = it + 1
-                    steps = self.num_envs * rc.num_steps_per_env
+                    ranks = self.distributed.world_size if self.distributed is not None else 1
+                    steps = self.num_envs * rc.num_steps_per_env * ranks  # environment steps of all ranks
                     self.total_env_steps += steps
                     self.total_time_s += t2 - t0
                     collection_times.append(t1 - t0)
@@ -361,9 +379,13 @@ class Runner:
                                          env_steps=self.total_env_steps, eta_s=eta)
                     if self.log_dir is not None and (it + 1) % rc.save_interval == 0:
                         self.save(reason="interval")
-                    if stop.signal_name is not None:
+                    stopping = stop.signal_name is not None
+                    if self.distributed is not None:  # all ranks stop after the same iteration
+                        stopping = self.distributed.any(stopping)
+                    if stopping:
+                        self.stopped_by = stop.signal_name or "a signal to another rank"
                         break
-                self.stopped_by = stop.signal_name
+                self.stopped_by = self.stopped_by or stop.signal_name
             if self.log_dir is not None and self._last_saved_iteration != self.current_iteration:
                 self.save(reason="interrupt" if self.stopped_by else "final")
             if self.stopped_by:
@@ -403,7 +425,7 @@ class Runner:
                 self._track_episodes(rewards, dones)
                 if extras.get("log"):
                     ep_infos.append(extras["log"])
-                if stop.signal_name is not None:
+                if stop.signal_name is not None and self.distributed is None:
                     self.alg.storage.clear()  # a partial rollout is not learned from
                     return obs, True, {}, ep_infos
             self.alg.compute_returns(obs)
@@ -514,12 +536,33 @@ def _drop_metrics_after(path: Path, iteration: int) -> None:
 
 
 def train(cfg: TaskCfg, resume_from: str | Path | None = None, extensions: Sequence[RunnerExtension] = (),
-          env: Any = None) -> tuple[Runner, dict[str, Any]]:
+          env: Any = None, distributed: Any = False) -> tuple[Runner, dict[str, Any]]:
     """Create (or continue, writing into the same directory) a run and train it; returns (runner, summary).
 
     Without explicit `env` and `extensions`, the task mode decides them (Pretrain: world-model
     learning in the real simulator; Finetune: imagination, fed by a few real environments).
+
+    `distributed=True` trains as one rank of a torchrun launch: it joins the process group the
+    launcher's environment variables describe, checks that all ranks resolved the same `cfg`,
+    trains with this rank's seed (``cfg.seed + rank``) and leaves the group at the end; a
+    :class:`rwm.training.distributed.DistributedContext` instead uses (and keeps) that group.
+    Only rank 0 creates or writes the run directory.
     """
+    if distributed is False or distributed is None:
+        return _train(cfg, resume_from, extensions, env, None)
+    from rwm.training.distributed import DistributedContext
+
+    if isinstance(distributed, DistributedContext):
+        distributed.check_same_config(cfg)
+        return _train(distributed.rank_config(cfg), resume_from, extensions, env, distributed)
+    with DistributedContext.from_environment(cfg.device) as ctx:
+        ctx.check_same_config(cfg)
+        return _train(ctx.rank_config(cfg), resume_from, extensions, env, ctx)
+
+
+def _train(cfg: TaskCfg, resume_from: str | Path | None, extensions: Sequence[RunnerExtension], env: Any,
+           distributed: Any) -> tuple[Runner, dict[str, Any]]:
+    main = distributed is None or distributed.is_main
     device = resolve_device(cfg.device)
     if env is None and not extensions:
         from rwm.training.modes import build_mode
@@ -538,11 +581,16 @@ def train(cfg: TaskCfg, resume_from: str | Path | None = None, extensions: Seque
             raise ValueError(f"'{checkpoint.name}' is not the latest checkpoint of '{log_dir}' ({later[-1]} is "
                              "newer) and resuming it would overwrite later checkpoints; resume the run directory, "
                              "or copy the checkpoint into a directory of its own first.")
-        runner = Runner(cfg, env=env, log_dir=log_dir, extensions=extensions)
-        runner.load(checkpoint)
-        _drop_metrics_after(log_dir / "metrics.jsonl", runner.current_iteration)
+        runner = Runner(cfg, env=env, log_dir=log_dir if main else None, extensions=extensions,
+                        distributed=distributed)
+        # every rank loads the checkpoint (rank 0's state is broadcast when learning starts); the
+        # others keep their own random streams (seed + rank) instead of rank 0's
+        runner.load(checkpoint, load_rng=main)
+        if main:
+            _drop_metrics_after(log_dir / "metrics.jsonl", runner.current_iteration)
     else:
-        runner = Runner(cfg, env=env, log_dir=create_run_dir(cfg), extensions=extensions)
+        runner = Runner(cfg, env=env, log_dir=create_run_dir(cfg) if main else None, extensions=extensions,
+                        distributed=distributed)
         for ext in runner.extensions:
             ext.on_new_run(runner)
     summary = runner.learn()

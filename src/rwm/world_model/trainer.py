@@ -34,6 +34,8 @@ class WorldModelTrainer:
             raise ValueError("WorldModelTrainer got a model without trainable parameters.")
         self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
         self.num_updates = 0
+        # Multi-process training sets this to average the gradients across ranks (see reduce_gradients).
+        self.gradient_reducer: Callable[[list[torch.Tensor]], None] | None = None
 
     def update(self, batch_sampler: Callable[[], dict[str, torch.Tensor]]) -> dict[str, float]:
         """Run one update; return the mean of each loss term, the total and the gradient norm."""
@@ -54,6 +56,7 @@ class WorldModelTrainer:
                     )
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
+            self.reduce_gradients()
             grad_norm = float(nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
             if not math.isfinite(grad_norm):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -68,6 +71,13 @@ class WorldModelTrainer:
         self.model.reset()  # leave no context sized for a training batch behind
         self.num_updates += 1
         return {name: value / num for name, value in sums.items()}
+
+    def reduce_gradients(self) -> None:
+        """Called after ``backward()`` and before gradient clipping, like :meth:`rwm.rl.PPO.reduce_gradients`:
+        hands the trainable parameters to ``gradient_reducer`` (multi-process training averages their
+        gradients across ranks there, see :mod:`rwm.training.distributed`). Nothing happens without one."""
+        if self.gradient_reducer is not None:
+            self.gradient_reducer(self.params)
 
     def state_dict(self) -> dict:
         """The optimizer state (checkpoint key ``system_dynamics_optimizer_state_dict``)."""

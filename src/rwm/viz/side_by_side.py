@@ -1,0 +1,236 @@
+"""The imagined robot beside the real one: its world pose from predicted states, and both in one video frame.
+
+The world model predicts only what the robot feels (spec §2.2): base-frame velocities, projected
+gravity and joint states. To show an imagined robot walking, its world pose is reconstructed from
+those quantities alone, so any error of the model shows as a visibly different gait, lean or path:
+
+* roll and pitch from the predicted projected gravity (it fixes both, and nothing else);
+* yaw integrated from the predicted world yaw rate, -g_b . w_b (the world z row of R is -g_b),
+  from the real robot's heading at the start;
+* the base position integrated from the predicted base-frame velocity rotated to the world;
+* joint positions = prediction + default, not clamped (see `pose_qpos`).
+
+Both integrals use the trapezoid rule: states are samples at the end of each control step, and
+the trapezoid is exact for the constant-velocity, constant-yaw-rate case the tests check.
+
+Rendering is kinematic only (upstream wrote the predictions into a second robot of its physics
+scene, spec §10): the imagined robot is a separate `MjData` of the same model, posed by writing
+`qpos` and running `mj_kinematics`, and its geoms are appended to the real robot's scene with
+`mjv_addGeoms`, tinted and transparent. One `mujoco.Renderer` therefore draws both robots in one
+image, with a camera that follows the real robot.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco
+import numpy as np
+
+from rwm.sim.mujoco import quat_to_rotmat
+from rwm.sim.state import DEFAULT_JOINT_POS, STATE_SLICES
+from rwm.viz.video import _use_egl_without_display, tile_frames, write_mp4
+
+__all__ = ["ENDED_RGBA", "GHOST_RGBA", "GhostPose", "SideBySideRecorder", "integrate_poses", "pose_qpos",
+           "quat_from_euler", "roll_pitch_from_gravity", "world_yaw_rate"]
+
+GHOST_RGBA = (0.25, 0.55, 1.0, 0.45)  # the imagined robot: transparent blue
+ENDED_RGBA = (0.55, 0.55, 0.55, 0.3)  # frozen after the real robot's episode ended: faint grey
+
+
+# ----------------------------------------------------------------------------- orientation
+def roll_pitch_from_gravity(gravity_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., 3) projected gravity -> (roll (...), pitch (...)) of R = Rz(yaw) Ry(pitch) Rx(roll).
+
+    g_b = -R^T e_z = (sin p, -sin r cos p, -cos r cos p), whatever the yaw. A predicted g_b need
+    not be a unit vector; it is normalised first.
+    """
+    g = np.asarray(gravity_b, dtype=np.float64)
+    g = g / np.maximum(np.linalg.norm(g, axis=-1, keepdims=True), 1e-9)
+    pitch = np.arcsin(np.clip(g[..., 0], -1.0, 1.0))
+    roll = np.arctan2(-g[..., 1], -g[..., 2])
+    return roll, pitch
+
+
+def quat_from_euler(roll: np.ndarray, pitch: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+    """(...) ZYX Euler angles -> (..., 4) unit quaternions (w, x, y, z) of Rz(yaw) Ry(pitch) Rx(roll)."""
+    cr, sr = np.cos(np.asarray(roll) / 2), np.sin(np.asarray(roll) / 2)
+    cp, sp = np.cos(np.asarray(pitch) / 2), np.sin(np.asarray(pitch) / 2)
+    cy, sy = np.cos(np.asarray(yaw) / 2), np.sin(np.asarray(yaw) / 2)
+    return np.stack([cr * cp * cy + sr * sp * sy,
+                     sr * cp * cy - cr * sp * sy,
+                     cr * sp * cy + sr * cp * sy,
+                     cr * cp * sy - sr * sp * cy], axis=-1)
+
+
+def world_yaw_rate(ang_vel_b: np.ndarray, gravity_b: np.ndarray) -> np.ndarray:
+    """(..., 3), (..., 3) -> (...): the world z component of the angular velocity, (R w_b)_z = -g_b . w_b.
+
+    The same rate the imagination simulator integrates its heading from.
+    """
+    return -np.sum(np.asarray(ang_vel_b, dtype=np.float64) * np.asarray(gravity_b, dtype=np.float64), axis=-1)
+
+
+# ----------------------------------------------------------------------------- pose integration
+class GhostPose:
+    """World poses of N imagined robots, advanced one predicted state at a time.
+
+    Args:
+        dt: control period (s) between successive states.
+        start_pos: (N, 3) world base position at the first state (the real robot's, plus any offset).
+        start_yaw: (N,) world yaw at the first state (the real robot's heading).
+        system_state: (N, 45) the first state, raw (spec §2.2 layout).
+    """
+
+    def __init__(self, dt: float, start_pos: np.ndarray, start_yaw: np.ndarray, system_state: np.ndarray):
+        self.dt = float(dt)
+        self.pos = np.array(start_pos, dtype=np.float64).reshape(-1, 3)  # (N, 3)
+        self.yaw = np.array(start_yaw, dtype=np.float64).reshape(-1)  # (N,) unwrapped
+        state = np.asarray(system_state, dtype=np.float64)
+        self.joint_pos = state[:, STATE_SLICES["joint_pos"]].copy()  # (N, 12) relative to the default
+        self._yaw_rate = world_yaw_rate(state[:, STATE_SLICES["base_ang_vel"]],
+                                        state[:, STATE_SLICES["projected_gravity"]])  # (N,)
+        self.quat = self._orientation(state, self.yaw)  # (N, 4)
+        self._vel_w = self._world_velocity(state, self.quat)  # (N, 3)
+
+    def advance(self, system_state: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Move to the next state (N, 45); robots where `active` (N,) is False keep their pose."""
+        state = np.asarray(system_state, dtype=np.float64)
+        keep = np.zeros(len(self.pos), dtype=bool) if active is None else ~np.asarray(active, dtype=bool)
+        rate = world_yaw_rate(state[:, STATE_SLICES["base_ang_vel"]], state[:, STATE_SLICES["projected_gravity"]])
+        yaw = self.yaw + 0.5 * self.dt * (self._yaw_rate + rate)
+        quat = self._orientation(state, yaw)
+        vel_w = self._world_velocity(state, quat)
+        pos = self.pos + 0.5 * self.dt * (self._vel_w + vel_w)
+        joint_pos = state[:, STATE_SLICES["joint_pos"]]
+        for name, new in (("pos", pos), ("yaw", yaw), ("quat", quat), ("_vel_w", vel_w), ("_yaw_rate", rate),
+                          ("joint_pos", joint_pos)):
+            old = getattr(self, name)
+            setattr(self, name, np.where(keep.reshape(-1, *([1] * (old.ndim - 1))), old, new))
+
+    @staticmethod
+    def _orientation(state: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+        roll, pitch = roll_pitch_from_gravity(state[:, STATE_SLICES["projected_gravity"]])
+        return quat_from_euler(roll, pitch, yaw)
+
+    @staticmethod
+    def _world_velocity(state: np.ndarray, quat: np.ndarray) -> np.ndarray:
+        rot = quat_to_rotmat(quat)  # (N, 3, 3) body -> world
+        return np.einsum("nij,nj->ni", rot, state[:, STATE_SLICES["base_lin_vel"]])
+
+
+def integrate_poses(system_states: np.ndarray, dt: float, start_pos: np.ndarray, start_yaw: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A whole trajectory (N, T, 45) -> world (pos (N, T, 3), quat (N, T, 4), yaw (N, T)); index 0 = the start."""
+    states = np.asarray(system_states, dtype=np.float64)
+    ghost = GhostPose(dt, start_pos, start_yaw, states[:, 0])
+    pos, quat, yaw = [ghost.pos], [ghost.quat], [ghost.yaw]
+    for t in range(1, states.shape[1]):
+        ghost.advance(states[:, t])
+        pos.append(ghost.pos)
+        quat.append(ghost.quat)
+        yaw.append(ghost.yaw)
+    return np.stack(pos, 1), np.stack(quat, 1), np.stack(yaw, 1)
+
+
+def pose_qpos(model: mujoco.MjModel, pos: np.ndarray, quat: np.ndarray, joint_pos: np.ndarray) -> np.ndarray:
+    """(N, nq) MuJoCo qpos of robots at world `pos` (N, 3), `quat` (N, 4) and joint positions relative to
+    the default (N, 12, policy order).
+
+    Joint positions are not clamped. Upstream clamps them to the soft limits because it writes
+    them into a physics simulation; a kinematic pose needs no limits, clamping would hide the
+    model's errors, and the real robot itself ends up slightly past its joint range at times.
+    """
+    actuated = model.actuator_trnid[:, 0]
+    qpos_ids = model.jnt_qposadr[actuated]  # (12,) policy order -> qpos index
+    qpos = np.tile(model.qpos0, (len(pos), 1))
+    qpos[:, :3] = pos
+    qpos[:, 3:7] = quat
+    qpos[:, qpos_ids] = np.asarray(DEFAULT_JOINT_POS) + np.asarray(joint_pos, dtype=np.float64)
+    return qpos
+
+
+# ----------------------------------------------------------------------------- rendering
+class SideBySideRecorder:
+    """Frames of real robots (environments `env_ids` of a MuJoCo batch simulator) each with an imagined robot.
+
+    Each tile shows one real robot, drawn from its own (randomised) model and current state, and
+    its imagined twin, posed from `qpos` in a kinematics-only `MjData` and added to the same scene
+    tinted and transparent. The camera follows the real robot, looking at the middle of the pair
+    from behind and to the side of the pair's starting heading.
+    """
+
+    def __init__(self, simulator: Any, env_ids: Sequence[int], width: int = 480, height: int = 360,
+                 distance: float = 3.6, elevation_deg: float = -20.0, azimuth_offset_deg: float = -35.0):
+        if not env_ids:
+            raise ValueError("SideBySideRecorder needs at least one environment id.")
+        self.sim = simulator
+        self.env_ids = list(env_ids)
+        batch = simulator.batch
+        self.models = [batch.get_model(i) for i in self.env_ids]  # the real robots' randomised models
+        self.datas = [mujoco.MjData(model) for model in self.models]
+        self.ghost_model = simulator.model  # the nominal robot: its geometry is all that is drawn
+        self.ghost_datas = [mujoco.MjData(self.ghost_model) for _ in self.env_ids]
+        self.base_body = self.models[0].body("base").id
+        self.models[0].vis.global_.offwidth = max(self.models[0].vis.global_.offwidth, width)
+        self.models[0].vis.global_.offheight = max(self.models[0].vis.global_.offheight, height)
+        _use_egl_without_display()
+        try:
+            self.renderer = mujoco.Renderer(self.models[0], height=height, width=width)
+        except Exception as error:  # no OpenGL context: say which backend failed
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"cannot render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r} "
+                             f"({first}).") from None
+        self.scene_option = mujoco.MjvOption()
+        self.scene_option.geomgroup[:] = 1  # legs and feet are collision geoms (group 3), hidden by default
+        self.camera = mujoco.MjvCamera()
+        self.camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        self.camera.distance = distance
+        self.camera.elevation = elevation_deg
+        self.azimuth_offset_deg = azimuth_offset_deg
+        self.frames: list[np.ndarray] = []
+
+    def capture(self, ghost_qpos: np.ndarray, offset: np.ndarray, heading: np.ndarray,
+                ended: np.ndarray | None = None) -> np.ndarray:
+        """Render one frame: tile k shows env_ids[k] and an imagined robot at `ghost_qpos[k]` (k, nq).
+
+        `offset` (k, 3) is where the imagined robot was placed relative to the real one (the
+        camera looks at the middle); `heading` (k,) the pair's starting yaw (fixes the camera's
+        direction); `ended` (k,) greys out imagined robots whose comparison is over.
+        """
+        ended = np.zeros(len(self.env_ids), dtype=bool) if ended is None else np.asarray(ended, dtype=bool)
+        tiles = []
+        for k, (env_id, model, data, ghost) in enumerate(zip(self.env_ids, self.models, self.datas,
+                                                             self.ghost_datas)):
+            self.sim.batch.get_data(env_id, data)
+            mujoco.mj_forward(model, data)
+            ghost.qpos[:] = ghost_qpos[k]
+            mujoco.mj_kinematics(self.ghost_model, ghost)
+            self.camera.lookat[:] = data.xpos[self.base_body] + 0.5 * np.asarray(offset[k])
+            self.camera.lookat[2] = max(0.2, data.xpos[self.base_body][2] - 0.1)
+            self.camera.azimuth = math.degrees(float(heading[k])) + self.azimuth_offset_deg
+            self.renderer.update_scene(data, camera=self.camera, scene_option=self.scene_option)
+            scene = self.renderer.scene
+            first = scene.ngeom
+            mujoco.mjv_addGeoms(self.ghost_model, ghost, self.scene_option, mujoco.MjvPerturb(),
+                                mujoco.mjtCatBit.mjCAT_DYNAMIC, scene)
+            rgba = ENDED_RGBA if ended[k] else GHOST_RGBA
+            for g in range(first, scene.ngeom):
+                scene.geoms[g].rgba[:] = rgba
+            tiles.append(self.renderer.render().copy())
+        frame = tile_frames(tiles)
+        self.frames.append(frame)
+        return frame
+
+    def write(self, path: str | os.PathLike, fps: int = 25) -> Path:
+        return write_mp4(self.frames, path, fps)
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.frames.clear()
