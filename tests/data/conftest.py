@@ -3,17 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two shared cores: keep torch to one thread in these tests."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def make_episode(index: int, length: int, ended: bool, fell: bool = False, seed: int = 0,

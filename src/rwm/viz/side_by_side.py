@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -35,7 +34,7 @@ import numpy as np
 
 from rwm.sim.mujoco import quat_to_rotmat
 from rwm.sim.state import DEFAULT_JOINT_POS, STATE_SLICES
-from rwm.viz.video import _use_egl_without_display, tile_frames, write_mp4
+from rwm.viz.video import VideoRecorder, tile_frames
 
 __all__ = ["ENDED_RGBA", "GHOST_RGBA", "GhostPose", "SideBySideRecorder", "integrate_poses", "pose_qpos",
            "quat_from_euler", "roll_pitch_from_gravity", "world_yaw_rate"]
@@ -157,7 +156,7 @@ def pose_qpos(model: mujoco.MjModel, pos: np.ndarray, quat: np.ndarray, joint_po
 
 
 # ----------------------------------------------------------------------------- rendering
-class SideBySideRecorder:
+class SideBySideRecorder(VideoRecorder):
     """Frames of real robots (environments `env_ids` of a MuJoCo batch simulator) each with an imagined robot.
 
     Each tile shows one real robot, drawn from its own (randomised) model and current state, and
@@ -168,33 +167,15 @@ class SideBySideRecorder:
 
     def __init__(self, simulator: Any, env_ids: Sequence[int], width: int = 480, height: int = 360,
                  distance: float = 3.6, elevation_deg: float = -20.0, azimuth_offset_deg: float = -35.0):
-        if not env_ids:
-            raise ValueError("SideBySideRecorder needs at least one environment id.")
-        self.sim = simulator
-        self.env_ids = list(env_ids)
-        batch = simulator.batch
-        self.models = [batch.get_model(i) for i in self.env_ids]  # the real robots' randomised models
-        self.datas = [mujoco.MjData(model) for model in self.models]
+        super().__init__(simulator, env_ids, width=width, height=height)
         self.ghost_model = simulator.model  # the nominal robot: its geometry is all that is drawn
         self.ghost_datas = [mujoco.MjData(self.ghost_model) for _ in self.env_ids]
         self.base_body = self.models[0].body("base").id
-        self.models[0].vis.global_.offwidth = max(self.models[0].vis.global_.offwidth, width)
-        self.models[0].vis.global_.offheight = max(self.models[0].vis.global_.offheight, height)
-        _use_egl_without_display()
-        try:
-            self.renderer = mujoco.Renderer(self.models[0], height=height, width=width)
-        except Exception as error:  # no OpenGL context: say which backend failed
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"cannot render offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r} "
-                             f"({first}).") from None
-        self.scene_option = mujoco.MjvOption()
-        self.scene_option.geomgroup[:] = 1  # legs and feet are collision geoms (group 3), hidden by default
-        self.camera = mujoco.MjvCamera()
+        self.camera = mujoco.MjvCamera()  # a free camera instead of the model's tracking camera
         self.camera.type = mujoco.mjtCamera.mjCAMERA_FREE
         self.camera.distance = distance
         self.camera.elevation = elevation_deg
         self.azimuth_offset_deg = azimuth_offset_deg
-        self.frames: list[np.ndarray] = []
 
     def capture(self, ghost_qpos: np.ndarray, offset: np.ndarray, heading: np.ndarray,
                 ended: np.ndarray | None = None) -> np.ndarray:
@@ -228,9 +209,3 @@ class SideBySideRecorder:
         self.frames.append(frame)
         return frame
 
-    def write(self, path: str | os.PathLike, fps: int = 25) -> Path:
-        return write_mp4(self.frames, path, fps)
-
-    def close(self) -> None:
-        self.renderer.close()
-        self.frames.clear()
