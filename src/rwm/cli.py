@@ -12,34 +12,24 @@ from pathlib import Path
 from rwm.config import ConfigError, apply_overrides
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
+def _number(kind: type, minimum: float, strict: bool, what: str):
+    """An argparse type: `kind` parsed from the text, above (`strict`) or at least `minimum`."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{value} is not {'>' if strict else '>='} {minimum:g}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not > 0")
-    return value
+_positive_int = _number(int, 1, strict=False, what="an integer")
+_non_negative_int = _number(int, 0, strict=False, what="an integer")
+_positive_float = _number(float, 0.0, strict=True, what="a number")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
