@@ -129,6 +129,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"finetune.load_run={args.load_run}")
     if args.world_model:
         overrides.append(f"finetune.world_model_checkpoint={args.world_model}")
+    if args.dataset is not None:
+        overrides.append(f"offline.dataset={args.dataset}")
     if args.quiet:
         overrides += ["runner.console=none", "runner.progress_bar=false"]
     cfg, checkpoint = resolve_train_config(args.task, overrides, num_envs=args.num_envs,
@@ -222,7 +224,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rwm.training.export import policy_from_checkpoint
     from rwm.training.world_model_learning import collect_replay, load_world_model
     from rwm.viz.plots import model_denormalizer, plot_error_vs_step, plot_trajectories
-    from rwm.world_model.evaluation import autoregressive_rollout, evaluate_world_model, format_table
+    from rwm.world_model.evaluation import (
+        autoregressive_rollout,
+        evaluate_world_model,
+        format_table,
+    )
 
     checkpoint = find_checkpoint(args.run, args.checkpoint)
     policy, cfg, payload = policy_from_checkpoint(checkpoint)
@@ -514,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world-model", default=None, metavar="CHECKPOINT",
                    help="Finetune: a world-model checkpoint (a run's model_<iter>.pt or an `rwm import-upstream` "
                         "file); takes precedence over --load-run's world model")
+    p.add_argument("--dataset", default=None, metavar="FILE",
+                   help="Offline: the recorded dataset (rwm dataset file) the world model is fitted on and "
+                        "imagination starts from (override offline.dataset=FILE)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration console summary and no progress bar")
     p.add_argument("--distributed", action="store_true",
                    help="train as one process of a torchrun launch (`torchrun --nproc-per-node K -m rwm.cli train "

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable
+from collections.abc import Callable
 
-from rwm.tasks.anymal_d_flat import TaskCfg, finetune_cfg, init_cfg, pretrain_cfg, visualize_cfg
+from rwm.tasks.anymal_d_flat import (
+    TaskCfg,
+    finetune_cfg,
+    init_cfg,
+    offline_cfg,
+    pretrain_cfg,
+    visualize_cfg,
+)
 
 _REGISTRY: dict[str, tuple[Callable[[], TaskCfg], str]] = {}
 
@@ -43,6 +50,9 @@ register("Velocity-Flat-Anymal-D-Pretrain-v0", pretrain_cfg,
          "Pretrain: PPO in the MuJoCo simulator while the world model learns from its transitions.")
 register("Velocity-Flat-Anymal-D-Finetune-v0", finetune_cfg,
          "Finetune: MBPO-PPO, the policy learns in the world model's imagination (needs a Pretrain run).")
+register("Velocity-Flat-Anymal-D-Offline-v0", offline_cfg,
+         "Offline: RWM-U / MOPO-PPO, the world model is fitted on a recorded dataset (--dataset) and the policy "
+         "learns only in its imagination, with the uncertainty penalty.")
 register("Velocity-Flat-Anymal-D-Visualize-v0", visualize_cfg,
          "Visualize: a run's world model beside the real robot under the same actions (`rwm visualize`).")
 

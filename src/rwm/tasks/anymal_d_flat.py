@@ -205,6 +205,39 @@ class FinetuneCfg:
         check(self.real_eval_seconds > 0, f"finetune.real_eval_seconds = {self.real_eval_seconds}; expected > 0.")
 
 
+@dataclass
+class OfflineCfg:
+    """RWM-U / MOPO-PPO (Offline): the world model is fitted on a recorded dataset, then PPO learns only in
+    its imagination; no simulator is stepped during training (spec §11).
+
+    Counts of world-model updates are optimizer steps (mini-batches of `world_model.mini_batch_size`
+    windows); they are taken in rounds of `world_model.num_mini_batches`, rounded up.
+    The uncertainty penalty is the reward weight `env.reward_weights.uncertainty` (-1.0 by default).
+    """
+
+    dataset: str = ""  # the rwm dataset file (HDF5) to learn from (`rwm train --dataset FILE`); required
+    validation_fraction: float = 0.1  # share of the dataset's episodes held out for world-model validation
+    # Mini-batch updates of the world model before policy learning starts. -1: 2000 when the model
+    # starts from scratch, 0 (no fitting) when it starts from `world_model_checkpoint`.
+    fit_updates: int = -1
+    updates_per_iteration: int = 0  # world-model mini-batch updates per iteration during policy learning (0: frozen)
+    world_model_checkpoint: str = ""  # start from a trained world model (run checkpoint or `rwm import-upstream` file)
+    sample_state: bool = False  # imagine with reparameterised samples instead of the mean
+    member_per_episode: bool = True  # each imagined episode follows one ensemble member (RWM-U)
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.validation_fraction < 1.0,
+              f"offline.validation_fraction = {self.validation_fraction}; expected a value in [0, 1).")
+        check(self.fit_updates >= -1, f"offline.fit_updates = {self.fit_updates}; expected >= 0 (or -1: automatic).")
+        check(self.updates_per_iteration >= 0,
+              f"offline.updates_per_iteration = {self.updates_per_iteration}; expected >= 0.")
+
+    def resolved_fit_updates(self) -> int:
+        if self.fit_updates >= 0:
+            return self.fit_updates
+        return 0 if self.world_model_checkpoint else 2000
+
+
 # ----------------------------------------------------------------------------- the task
 @dataclass
 class TaskCfg:
@@ -224,6 +257,7 @@ class TaskCfg:
     world_model: WorldModelCfg | None = None
     world_model_learning: WorldModelLearningCfg | None = None
     finetune: FinetuneCfg | None = None  # Finetune only
+    offline: OfflineCfg | None = None  # Offline only
 
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, f"num_envs = {self.num_envs}; expected >= 1.")
@@ -233,6 +267,9 @@ class TaskCfg:
               f"experiment_name = '{self.experiment_name}'; expected a non-empty name without '/'.")
         check(self.finetune is None or self.mode == "finetune",
               f"the 'finetune' settings (e.g. --load-run, --world-model) apply to the Finetune task only; "
+              f"'{self.task_id}' is mode '{self.mode}'.")
+        check(self.offline is None or self.mode == "offline",
+              f"the 'offline' settings (e.g. --dataset) apply to the Offline task only; "
               f"'{self.task_id}' is mode '{self.mode}'.")
         if self.world_model_learning is not None and self.world_model is not None:
             window = self.world_model.history_horizon + 1
@@ -311,6 +348,15 @@ def finetune_cfg() -> TaskCfg:
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Finetune-v0", mode="finetune", env=env,
                    runner=RunnerCfg(run_name="finetune"), world_model=WorldModelCfg(),
                    world_model_learning=WorldModelLearningCfg(), finetune=FinetuneCfg())
+
+
+def offline_cfg() -> TaskCfg:
+    """Mode Offline (RWM-U, spec §11): world model fitted on a dataset, PPO in its imagination with the
+    uncertainty penalty; observation noise stays on (the lite pipeline's setting)."""
+    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": -1.0})
+    return TaskCfg(task_id="Velocity-Flat-Anymal-D-Offline-v0", mode="offline", env=env,
+                   runner=RunnerCfg(run_name="offline"), world_model=WorldModelCfg(),
+                   world_model_learning=WorldModelLearningCfg(), offline=OfflineCfg())
 
 
 def visualize_cfg() -> TaskCfg:

@@ -21,6 +21,10 @@ def build_mode(cfg, device: torch.device) -> tuple[Any, Any, list]:
         from rwm.training.mbpo import build_finetune
 
         return build_finetune(cfg, device)
+    if cfg.mode == "offline":
+        from rwm.training.offline import build_offline
+
+        return build_offline(cfg, device)
     if cfg.mode == "visualize":
         raise ValueError(f"'{cfg.task_id}' is not trained; run `rwm visualize --run RUN_DIR` on a Pretrain or "
                          "Finetune run instead.")
