@@ -167,7 +167,7 @@ def _worker_reduce(out: Path) -> None:
 
 
 def _worker_train(out: Path, log_root: Path) -> None:
-    """Pretrain (new run, then resumed) and Finetune, 2 ranks each, dumping every rank's networks."""
+    """Pretrain (new run, then resumed), Finetune and Offline, 2 ranks each, dumping every rank's networks."""
     from rwm.training.distributed import DistributedContext
     from rwm.training.runner import resolve_train_config, train
     from tests.training.test_finetune import TINY_FINETUNE
@@ -201,6 +201,26 @@ def _worker_train(out: Path, log_root: Path) -> None:
                                       num_envs=16, max_iterations=2, seed=0)
         runner, _ = train(cfg, distributed=ctx)
         dump(runner, "finetune")
+
+        # Offline: rank 0 records a small dataset; each rank trains on its shard of the episodes
+        dataset = log_root / "offline.h5"
+        if ctx.is_main:
+            from rwm.config import apply_overrides
+            from rwm.data import record_dataset
+            from rwm.envs.scripted_policies import StandingPolicy
+            from rwm.tasks import make_task_cfg
+
+            record_cfg = apply_overrides(make_task_cfg("Velocity-Flat-Anymal-D-Init-v0"),
+                                         ["num_envs=4", "sim.num_threads=1"])
+            record_dataset(record_cfg, StandingPolicy(4, "cpu"), dataset, steps=4 * 60, source={"kind": "test"},
+                           progress=False)
+        ctx.barrier()
+        cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Offline-v0",
+                                      [*quiet, "runner.save_interval=2", *TINY_WORLD_MODEL,
+                                       "offline.validation_fraction=0.25", "offline.fit_updates=8",
+                                       f"offline.dataset={dataset}"], num_envs=16, max_iterations=2, seed=0)
+        runner, _ = train(cfg, distributed=ctx)
+        dump(runner, "offline")
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -297,11 +317,11 @@ def test_all_ranks_hold_identical_networks_after_training(train_results, phase):
 
 def test_only_rank_zero_writes_the_run(train_results):
     out, log_root, done = train_results
-    for phase in ("pretrain", "resumed", "finetune"):
+    for phase in ("pretrain", "resumed", "finetune", "offline"):
         assert _load(out / f"{phase}_rank0.pt")["log_dir"] is not None
         assert _load(out / f"{phase}_rank1.pt")["log_dir"] is None
     runs = sorted(p for p in log_root.glob("*/*") if p.is_dir())
-    assert len(runs) == 2, runs  # one Pretrain run (resumed in place) and one Finetune run
+    assert len(runs) == 3, runs  # one Pretrain run (resumed in place), one Finetune and one Offline run
     pretrain = next(p for p in runs if (p / "model_3.pt").exists())
     assert sorted(p.name for p in pretrain.glob("model_*.pt")) == ["model_1.pt", "model_2.pt", "model_3.pt"]
     rows = [json.loads(line) for line in (pretrain / "metrics.jsonl").read_text().splitlines()]
@@ -368,3 +388,11 @@ if __name__ == "__main__":  # the worker, under torchrun
     from rwm.training.distributed import finish_process
 
     finish_process(0)
+
+
+def test_offline_ranks_end_with_identical_networks(train_results):
+    out, _, _ = train_results
+    ranks = [_load(out / f"offline_rank{r}.pt") for r in (0, 1)]
+    assert ranks[0]["iteration"] == ranks[1]["iteration"] == 2
+    _assert_bit_identical(ranks[0]["policy"], ranks[1]["policy"], "offline policy")
+    _assert_bit_identical(ranks[0]["world_model"], ranks[1]["world_model"], "offline world model")
