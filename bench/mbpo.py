@@ -44,16 +44,24 @@ QUICK_COMMON = ["runner.num_steps_per_env=8", "runner.save_interval=2", "runner.
 QUICK_FINETUNE = ["finetune.num_real_envs=4", "finetune.initial_real_steps=24", "finetune.real_eval_interval=100"]
 
 
-def steps_per_second(env, steps: int) -> float:
+def steps_per_second(env, steps: int) -> tuple[float, float]:
+    """(control steps/s, share of env-steps that ended an episode) of `env` under random actions.
+
+    The reset share matters for imagination: every reset warms a fresh history window up through
+    the model, so a model that predicts falls everywhere (an untrained one can) is many times slower.
+    """
     policy = RandomPolicy(env.num_envs, env.device)
     obs = env.get_observations()["policy"]
+    resets = 0
     with torch.inference_mode():
         for _ in range(3):
             obs = env.step(policy(obs))[0]["policy"]
         start = time.perf_counter()
         for _ in range(steps):
-            obs = env.step(policy(obs))[0]["policy"]
-    return steps * env.num_envs / (time.perf_counter() - start)
+            observations, _, dones, _ = env.step(policy(obs))
+            obs = observations["policy"]
+            resets += int(dones.sum())
+    return steps * env.num_envs / (time.perf_counter() - start), resets / (steps * env.num_envs)
 
 
 def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
@@ -68,14 +76,15 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
 def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
     """Imagined vs real control steps/s of LocomotionEnv at `num_envs`, random actions, same run."""
     real_env = make_env(apply_overrides(cfg, [f"num_envs={num_envs}"]))
-    real = steps_per_second(real_env, steps)
+    real, real_resets = steps_per_second(real_env, steps)
     del real_env
     history = model.history_horizon
     buffer = collect_replay(cfg, StandingPolicy(8, dt=0.02), num_envs=8, steps=history + 8, seed=3)
     simulator = ImaginationSimulator(model, lambda n, g: buffer.sample(n, history, g), num_envs)
-    imagined = steps_per_second(LocomotionEnv(cfg.env, simulator), steps)
+    imagined, imagined_resets = steps_per_second(LocomotionEnv(cfg.env, simulator), steps)
     return {"num_envs": num_envs, "imagined_steps_per_s": round(imagined), "real_steps_per_s": round(real),
-            "imagination_vs_real_speed": round(imagined / real, 3), "matmul_gflops_per_s": round(matmul_gflops(), 1)}
+            "imagination_vs_real_speed": round(imagined / real, 3), "imagined_reset_share": round(imagined_resets, 4),
+            "real_reset_share": round(real_resets, 4), "matmul_gflops_per_s": round(matmul_gflops(), 1)}
 
 
 def main() -> None:
