@@ -259,12 +259,9 @@ class DatasetReader:
         episode_start[lane, pos] = True
         terminal = np.zeros((n, c), dtype=bool)
         terminal[lane[ends_terminal], (pos + size - 1)[ends_terminal]] = True
-        num_stored = torch.as_tensor(fill, dtype=torch.long)
-        state = {f"data.{BUFFER_NAMES[name]}": torch.from_numpy(value) for name, value in data.items()}
-        state.update(episode_start=torch.from_numpy(episode_start), terminal=torch.from_numpy(terminal),
-                     write_pos=num_stored % c, num_stored=num_stored, num_added=num_stored.clone(),
-                     next_starts_episode=torch.ones(n, dtype=torch.bool))
-        buffer.load_state_dict(state)
+        filled = ReplayBuffer.from_records({BUFFER_NAMES[name]: value for name, value in data.items()},
+                                           episode_start, terminal, fill, device=buffer.device)
+        buffer.load_state_dict(filled.state_dict())  # a given buffer object is filled in place
         return buffer
 
     # ------------------------------------------------------------------ summary

@@ -32,16 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from rwm.data.format import REQUIRED_COLUMNS
+from rwm.data.format import BUFFER_NAMES, REQUIRED_COLUMNS
 from rwm.envs.locomotion_env import LocomotionEnv
 from rwm.training.runner import RunnerExtension
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file
 from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of
 
-_COLUMNS = ("system_state", "system_action", "system_contact", "system_termination")
-_STREAMS = {"system_state": "state", "system_action": "action", "system_contact": "contact",
-            "system_termination": "termination"}
+_COLUMNS = tuple(REQUIRED_COLUMNS)  # the four system streams every dataset holds
 
 
 def process_rank() -> tuple[int, int]:
@@ -92,14 +90,8 @@ def episodes_buffer(reader, episodes, device: torch.device | str, num_lanes: int
         episode_start[lane, pos] = True
         if ep["ended"]:
             terminal[lane, pos + length - 1] = True
-    buffer = ReplayBuffer(num_lanes, capacity, device=device)
-    num_stored = torch.as_tensor(fill, dtype=torch.long)
-    state = {f"data.{_STREAMS[name]}": torch.from_numpy(value) for name, value in data.items()}
-    state.update(episode_start=torch.from_numpy(episode_start), terminal=torch.from_numpy(terminal),
-                 write_pos=num_stored % capacity, num_stored=num_stored, num_added=num_stored.clone(),
-                 next_starts_episode=torch.ones(num_lanes, dtype=torch.bool))
-    buffer.load_state_dict(state)
-    return buffer
+    return ReplayBuffer.from_records({BUFFER_NAMES[name]: value for name, value in data.items()}, episode_start,
+                                     terminal, fill, device=device)
 
 
 def build_offline(cfg, device: torch.device):

@@ -29,6 +29,7 @@ the last target of a window, which is what the model must learn to predict.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 STREAMS = ("state", "action", "contact", "termination")
@@ -200,6 +201,26 @@ class ReplayBuffer:
         return mask
 
     # ------------------------------------------------------------------ persistence
+    @classmethod
+    def from_records(cls, data: dict[str, np.ndarray], episode_start: np.ndarray, terminal: np.ndarray,
+                     num_stored: np.ndarray, device: str | torch.device = "cpu") -> "ReplayBuffer":
+        """A buffer holding given records, lane by lane in time order (e.g. a dataset's episodes).
+
+        `data` maps each stream (state, action, contact, termination) to (N, C, d); `episode_start`
+        and `terminal` (N, C) mark where episodes begin and which records are their final states;
+        lane n holds `num_stored[n]` records from position 0 on.
+        """
+        num_lanes, capacity = episode_start.shape
+        buffer = cls(num_lanes, capacity, **{f"{name}_dim": data[name].shape[-1] for name in
+                                             ("state", "action", "contact", "termination")}, device=device)
+        stored = torch.as_tensor(np.asarray(num_stored), dtype=torch.long)
+        state = {f"data.{name}": torch.from_numpy(np.asarray(value, dtype=np.float32)) for name, value in data.items()}
+        state.update(episode_start=torch.from_numpy(episode_start), terminal=torch.from_numpy(terminal),
+                     write_pos=stored % capacity, num_stored=stored, num_added=stored.clone(),
+                     next_starts_episode=torch.ones(num_lanes, dtype=torch.bool))
+        buffer.load_state_dict(state)
+        return buffer
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Plain tensors only, so it loads with `torch.load(weights_only=True)`."""
         out = {f"data.{name}": value for name, value in self.data.items()}
