@@ -493,8 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config overrides, e.g. env.noise.enabled=false sim.randomization.push=false")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a PPO policy in the simulator (or resume a run)",
-                       description="Train a velocity-tracking PPO policy in the MuJoCo simulator. A run is written to "
+    p = sub.add_parser("train", help="train a task: PPO in the simulator or in imagination (or resume a run)",
+                       description="Train a velocity-tracking PPO policy: in the MuJoCo simulator (Init, Pretrain, which also "
+                                   "trains the world model) or in the world model's imagination (Finetune, Offline). A run is written to "
                                    "<runner.log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run name>]/ with "
                                    "config.yaml, model_<iter>.pt checkpoints, TensorBoard events and metrics.jsonl. "
                                    "Ctrl-C (or SIGTERM) saves a checkpoint and exits 0. Settings are applied in this "
