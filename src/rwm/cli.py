@@ -220,7 +220,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from rwm.io import save_json
-    from rwm.training.checkpoint import find_checkpoint
     from rwm.training.export import policy_from_checkpoint
     from rwm.training.world_model_learning import collect_replay, load_world_model
     from rwm.viz.plots import model_denormalizer, plot_error_vs_step, plot_trajectories
@@ -230,7 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         format_table,
     )
 
-    checkpoint = find_checkpoint(args.run, args.checkpoint)
+    checkpoint = _checkpoint_path(args)
     policy, cfg, payload = policy_from_checkpoint(checkpoint)
     model = load_world_model(payload)
     history = model.cfg.history_horizon
@@ -349,7 +348,6 @@ def cmd_dataset_record(args: argparse.Namespace) -> int:
     from rwm.data.record import record_dataset
     from rwm.envs.scripted_policies import RandomPolicy
     from rwm.tasks import make_task_cfg
-    from rwm.training.checkpoint import find_checkpoint
     from rwm.training.export import policy_from_checkpoint
 
     if args.checkpoint and not args.run:
@@ -358,7 +356,7 @@ def cmd_dataset_record(args: argparse.Namespace) -> int:
                  *args.overrides]
     cfg = apply_overrides(make_task_cfg(args.task), overrides)
     if args.run:
-        checkpoint = find_checkpoint(args.run, args.checkpoint)
+        checkpoint = _checkpoint_path(args)
         policy, _, payload = policy_from_checkpoint(checkpoint, device=cfg.device)
         act = policy.act_inference
         source = {"kind": "policy", "run": str(checkpoint.parent), "checkpoint": checkpoint.name,
@@ -462,6 +460,14 @@ def cmd_dataset_import_minari(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--run RUN_DIR and --checkpoint model_K.pt, shared by every command that reads a run."""
+    parser.add_argument("--run", required=True, metavar="RUN_DIR",
+                        help=f"{what} (a run directory logs/<experiment>/<time>..., or one checkpoint file)")
+    parser.add_argument("--checkpoint", default=None, metavar="model_K.pt",
+                        help="checkpoint file name inside the run directory (default: the latest)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rwm",
@@ -542,9 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metrics and write them to <run>/eval/play_<checkpoint>.json (last line: JSON). "
                                    "Tracking is the mean over env-steps of exp(-error^2/0.25) for the planar and the "
                                    "yaw velocity; fall rate is the share of environments that fell at least once.")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="the run directory (logs/<experiment>/<time>...)")
-    p.add_argument("--checkpoint", default=None, metavar="model_K.pt",
-                   help="checkpoint file name inside the run directory (default: the latest)")
+    _add_run_arguments(p, "the run whose policy to play")
     p.add_argument("--num-envs", type=_positive_int, default=None,
                    help="environments to evaluate (default: runner.eval.num_envs, 128)")
     p.add_argument("--seconds", type=_positive_float, default=None,
@@ -561,9 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "to <run>/exported/policy.onnx (input 'obs' (batch, 48), output 'actions' "
                                    "(batch, 12)) or policy.pt (TorchScript). The export is checked against the torch "
                                    "policy on random observations and fails if they differ by more than 1e-4.")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="the run directory")
-    p.add_argument("--checkpoint", default=None, metavar="model_K.pt",
-                   help="checkpoint file name inside the run directory (default: the latest)")
+    _add_run_arguments(p, "the run whose policy to export")
     p.add_argument("--format", choices=("onnx", "jit"), default="onnx", help="onnx (default) or jit (TorchScript)")
     p.set_defaults(func=cmd_export)
 
@@ -572,8 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "world model's autoregressive error: relative L1 overall, per state group and "
                                    "per predicted step, contact and termination accuracy, for each input-noise "
                                    "scale. Writes <run>/eval/world_model_<checkpoint>.json and plots.")
-    p.add_argument("--run", required=True, help="run directory (or a checkpoint file) of a Pretrain run")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file name in the run (default: the latest)")
+    _add_run_arguments(p, "a Pretrain, Finetune or Offline run")
     p.add_argument("--num-envs", type=_positive_int, default=100, help="evaluation windows / environments (default 100)")
     p.add_argument("--length", type=_positive_int, default=400,
                    help="window length: history + predicted steps (default 400 = 32 + 368)")
@@ -603,9 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the relative L1 error over the horizon to <run>/eval/visualize_<checkpoint>.json "
                                    "and a video of the imagined robot (transparent blue) walking beside the real one "
                                    "to <run>/videos/ (last line: JSON).")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a Pretrain or Finetune run directory")
-    p.add_argument("--checkpoint", default=None, metavar="model_K.pt",
-                   help="checkpoint file name inside the run directory (default: the latest)")
+    _add_run_arguments(p, "a Pretrain, Finetune or Offline run")
     p.add_argument("--seconds", type=_positive_float, default=5.0,
                    help="simulated seconds of side-by-side prediction (default 5)")
     p.add_argument("--num-envs", type=_positive_int, default=10, help="real environments compared (default 10)")
