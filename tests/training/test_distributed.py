@@ -249,14 +249,19 @@ def _assert_bit_identical(a: dict, b: dict, what: str) -> None:
 
 
 # ----------------------------------------------------------------------------- reduction mechanism
-def test_ppo_step_on_two_ranks_of_half_batches_equals_one_process_on_the_whole_batch(reduce_results):
-    out, (r0, r1) = reduce_results
-    rank0, rank1, reference = (_load(out / f"ppo_{n}.pt") for n in ("rank0", "rank1", "reference"))
-    _assert_bit_identical(rank0, rank1, "PPO")
+def _assert_reduced_step(out: Path, prefix: str, what: str) -> None:
+    """Both ranks bit-identical, equal to one process on the whole batch, and actually moved by the step."""
+    rank0, rank1, reference = (_load(out / f"{prefix}_{n}.pt") for n in ("rank0", "rank1", "reference"))
+    _assert_bit_identical(rank0, rank1, what)
     for name, value in reference.items():
         torch.testing.assert_close(rank0[name], value, rtol=1e-5, atol=1e-6, msg=name)
-    initial = _load(out / "ppo_initial.pt")
+    initial = _load(out / f"{prefix}_initial.pt")
     assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)  # the step moved the weights
+
+
+def test_ppo_step_on_two_ranks_of_half_batches_equals_one_process_on_the_whole_batch(reduce_results):
+    out, (r0, r1) = reduce_results
+    _assert_reduced_step(out, "ppo", "PPO")
     # the adaptive learning rate took the same decision from the averaged KL
     assert r0["ppo"]["learning_rate"] == r1["ppo"]["learning_rate"] == r0["ppo_reference"]["learning_rate"]
     assert r0["ppo"]["kl"] == pytest.approx(r0["ppo_reference"]["kl"], rel=1e-5)
@@ -264,12 +269,7 @@ def test_ppo_step_on_two_ranks_of_half_batches_equals_one_process_on_the_whole_b
 
 def test_world_model_step_on_two_ranks_of_half_batches_equals_one_process_on_the_whole_batch(reduce_results):
     out, _ = reduce_results
-    rank0, rank1, reference = (_load(out / f"wm_{n}.pt") for n in ("rank0", "rank1", "reference"))
-    _assert_bit_identical(rank0, rank1, "world model")
-    for name, value in reference.items():
-        torch.testing.assert_close(rank0[name], value, rtol=1e-5, atol=1e-6, msg=name)
-    initial = _load(out / "wm_initial.pt")
-    assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)  # the step moved the weights
+    _assert_reduced_step(out, "wm", "world model")
 
 
 def test_running_observation_statistics_are_merged_exactly(reduce_results):
