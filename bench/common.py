@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
+import time
 from pathlib import Path
+
+import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -25,3 +29,52 @@ def emit(name: str, result: dict, quick: bool) -> None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Best seconds per call over ``repeats`` calls after ``warmup`` untimed ones.
+
+    The best, not the median: on a shared machine the fastest call is the one least disturbed
+    by other work, and disturbance only ever adds time.
+    """
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_gflops(device: torch.device, n: int = 4096, repeats: int = 3) -> float:
+    """The machine's large float32 matmul rate: the ceiling the model's GFLOP/s are compared with."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    seconds = min(timed(lambda: a @ b, device, 1) for _ in range(repeats))
+    return 2 * n**3 / seconds / 1e9
+
+
+def observe_flops_per_row(model, rows: int = 8) -> int:
+    """Floating-point operations of one imagination step (observe, T = 1, one member per row) per row.
+
+    Counted by torch's FlopCounterMode on a CPU copy of `model` after a warm-up on its history.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).to("cpu").eval()
+    S, A, M = model.state_dim, model.action_dim, model.history_horizon
+    with torch.no_grad():
+        model.reset()
+        model.observe(torch.randn(rows, M, S), torch.randn(rows, M, A))
+        with FlopCounterMode(display=False) as counter:
+            model.observe(torch.randn(rows, 1, S), torch.randn(rows, 1, A),
+                          model_ids=torch.zeros(rows, dtype=torch.long))
+    return counter.get_total_flops() // rows

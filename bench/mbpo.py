@@ -3,6 +3,8 @@
 Stages, each timed:
   pretrain    a CPU-scale Pretrain run (or `--pretrain-run DIR` to reuse one)
   finetune    a Finetune run from a randomly initialised policy; world model from the Pretrain run
+              (or `--finetune-run DIR` to reuse one)
+A reused run's wall-clock is its own (the last `elapsed_s` in its metrics.jsonl).
   evaluate    the Finetune policy and the Init PPO policy (`--ppo-run`, default the latest
               bench/ppo_init.py run) measured alike, as `rwm play` (>= 100 environments x 20 s)
   throughput  imagined control steps/s at 4096 environments against the real simulator's, in
@@ -16,6 +18,7 @@ imagination_vs_real_speed, real_transitions_mbpo, real_transitions_ppo, wall_clo
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, matmul_gflops, observe_flops_per_row  # noqa: E402
 
 from rwm.config import apply_overrides  # noqa: E402
 from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
@@ -34,7 +37,7 @@ from rwm.training.checkpoint import find_checkpoint, load_checkpoint  # noqa: E4
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
 from rwm.training.runner import resolve_train_config, train  # noqa: E402
-from rwm.training.world_model_learning import collect_replay  # noqa: E402
+from rwm.training.world_model_learning import collect_replay, load_world_model_file  # noqa: E402
 
 QUICK_COMMON = ["runner.num_steps_per_env=8", "runner.save_interval=2", "runner.progress_bar=false",
                 "world_model.ensemble_size=2", "world_model.rnn_num_layers=1", "world_model.rnn_hidden_size=32",
@@ -64,15 +67,6 @@ def steps_per_second(env, steps: int) -> tuple[float, float]:
     return steps * env.num_envs / (time.perf_counter() - start), resets / (steps * env.num_envs)
 
 
-def matmul_gflops(n: int = 4096, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
 def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
     """Imagined vs real control steps/s of LocomotionEnv at `num_envs`, random actions, same run."""
     real_env = make_env(apply_overrides(cfg, [f"num_envs={num_envs}"]))
@@ -82,9 +76,19 @@ def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
     buffer = collect_replay(cfg, StandingPolicy(8, dt=0.02), num_envs=8, steps=history + 8, seed=3)
     simulator = ImaginationSimulator(model, lambda n, g: buffer.sample(n, history, g), num_envs)
     imagined, imagined_resets = steps_per_second(LocomotionEnv(cfg.env, simulator), steps)
+    matmul = matmul_gflops(torch.device("cpu"))
+    # the model's own rate inside the imagined env steps (warm-ups of reset rows not counted)
+    model_gflops = observe_flops_per_row(model) * imagined / 1e9
     return {"num_envs": num_envs, "imagined_steps_per_s": round(imagined), "real_steps_per_s": round(real),
             "imagination_vs_real_speed": round(imagined / real, 3), "imagined_reset_share": round(imagined_resets, 4),
-            "real_reset_share": round(real_resets, 4), "matmul_gflops_per_s": round(matmul_gflops(), 1)}
+            "real_reset_share": round(real_resets, 4), "model_gflops_per_s": round(model_gflops, 1),
+            "matmul_gflops_per_s": round(matmul, 1), "fraction_of_matmul": round(model_gflops / matmul, 3)}
+
+
+def run_wall_clock(run_dir: Path) -> float:
+    """Training seconds a finished run took: the last `elapsed_s` of its metrics.jsonl."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().strip().splitlines()
+    return round(float(json.loads(lines[-1])["elapsed_s"]), 1)
 
 
 def main() -> None:
@@ -93,6 +97,7 @@ def main() -> None:
     parser.add_argument("--pretrain-run", type=Path, default=None, help="reuse this Pretrain run (skip stage 1)")
     parser.add_argument("--ppo-run", type=Path, default=None,
                         help="Init PPO run to compare with (default: the latest logs/anymal_d_flat/*_bench)")
+    parser.add_argument("--finetune-run", type=Path, default=None, help="reuse this Finetune run (skip stage 2)")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
     args = parser.parse_args()
     quick = args.quick
@@ -103,29 +108,40 @@ def main() -> None:
     if args.pretrain_run is not None:
         pretrain_dir = args.pretrain_run
         pretrain_steps = int(load_checkpoint(find_checkpoint(pretrain_dir))["infos"]["env_steps"])
+        walls["pretrain"] = run_wall_clock(pretrain_dir)
     else:
         overrides = ["runner.console=line", *(QUICK_COMMON if quick else [])]
         cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Pretrain-v0", overrides, run_name="bench_pretrain",
                                       num_envs=16 if quick else None, max_iterations=2 if quick else None)
         runner, summary = train(cfg)
         pretrain_dir, pretrain_steps = runner.log_dir, summary["env_steps"]
-    walls["pretrain"] = round(time.perf_counter() - start, 1)
+        walls["pretrain"] = round(time.perf_counter() - start, 1)
 
     # 2. Finetune from a random policy, purely in imagination
     start = time.perf_counter()
-    overrides = ["runner.console=line", f"finetune.load_run={pretrain_dir}",
-                 *((QUICK_COMMON + QUICK_FINETUNE) if quick else []), *args.finetune_overrides]
-    cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", overrides, run_name="bench_finetune",
-                                  num_envs=16 if quick else None, max_iterations=2 if quick else None)
-    runner, summary = train(cfg)
-    finetune = runner.extensions[0]
-    walls["finetune"] = round(time.perf_counter() - start, 1)
+    if args.finetune_run is not None:
+        finetune_dir = args.finetune_run
+        payload = load_checkpoint(find_checkpoint(finetune_dir))
+        finetune_transitions, iterations = int(payload["finetune_real_transitions"]), int(payload["iter"])
+        policy, finetune_cfg, _ = policy_from_checkpoint(find_checkpoint(finetune_dir))
+        finetune_policy = policy.act_inference
+        model = load_world_model_file(find_checkpoint(finetune_dir))
+        walls["finetune"] = run_wall_clock(finetune_dir)
+    else:
+        overrides = ["runner.console=line", f"finetune.load_run={pretrain_dir}",
+                     *((QUICK_COMMON + QUICK_FINETUNE) if quick else []), *args.finetune_overrides]
+        cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", overrides, run_name="bench_finetune",
+                                      num_envs=16 if quick else None, max_iterations=2 if quick else None)
+        runner, summary = train(cfg)
+        finetune_dir, finetune_cfg, iterations = runner.log_dir, runner.cfg, summary["iterations"]
+        finetune_transitions = runner.extensions[0].real_transitions
+        finetune_policy, model = runner.get_inference_policy(), runner.extensions[0].learner.model
+        walls["finetune"] = round(time.perf_counter() - start, 1)
 
     # 3. Both policies in the real simulator, measured alike
     start = time.perf_counter()
     eval_envs, eval_seconds = (8, 2.0) if quick else (128, 20.0)
-    mbpo = evaluate_policy(runner.cfg, runner.get_inference_policy(), num_envs=eval_envs, seconds=eval_seconds,
-                           progress=False)
+    mbpo = evaluate_policy(finetune_cfg, finetune_policy, num_envs=eval_envs, seconds=eval_seconds, progress=False)
     ppo_run = args.ppo_run or next(iter(sorted(Path("logs").glob("anymal_d_flat/*_bench"), reverse=True)), None)
     ppo = ppo_steps = None
     if ppo_run is not None:
@@ -137,7 +153,7 @@ def main() -> None:
 
     # 4. Imagination vs real throughput
     start = time.perf_counter()
-    throughput = imagination_vs_real(runner.cfg, finetune.learner.model, num_envs=256 if quick else 4096,
+    throughput = imagination_vs_real(finetune_cfg, model, num_envs=256 if quick else 4096,
                                      steps=5 if quick else 20)
     walls["throughput"] = round(time.perf_counter() - start, 1)
 
@@ -148,12 +164,13 @@ def main() -> None:
         "fall_rate": round(mbpo["fall_rate"], 4),
         "imagination_vs_real_speed": throughput["imagination_vs_real_speed"],
         "throughput": throughput,
-        "real_transitions_mbpo": int(pretrain_steps + finetune.real_transitions),
+        "real_transitions_mbpo": int(pretrain_steps + finetune_transitions),
+        "real_transitions_pretrain": int(pretrain_steps), "real_transitions_finetune": int(finetune_transitions),
         "real_transitions_ppo": ppo_steps,
         "wall_clock_s": walls,
-        "pretrain_run": str(pretrain_dir), "finetune_run": str(runner.log_dir),
+        "pretrain_run": str(pretrain_dir), "finetune_run": str(finetune_dir),
         "ppo_run": None if ppo_run is None else str(ppo_run),
-        "finetune_iterations": summary["iterations"],
+        "finetune_iterations": iterations,
     }, quick)
 
 

@@ -23,50 +23,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, matmul_gflops, observe_flops_per_row, timed  # noqa: E402
 
 from rwm.world_model import SystemDynamics, WorldModelCfg, WorldModelTrainer  # noqa: E402
 from rwm.world_model.losses import world_model_loss  # noqa: E402
 
 S, A, C = 45, 12, 8
 FLOP_ROWS = 8  # batch used to count operations on the CPU
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Best seconds per call over ``repeats`` calls after ``warmup`` untimed ones.
-
-    The best, not the median: on a shared machine the fastest call is the one least disturbed
-    by other work, and disturbance only ever adds time.
-    """
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def matmul_gflops(device: torch.device, n: int, repeats: int) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    seconds = min(timed(lambda: a @ b, device, 1) for _ in range(repeats))
-    return 2 * n**3 / seconds / 1e9
 
 
 def make_model(E: int, device: torch.device, seed: int = 0) -> SystemDynamics:
@@ -95,13 +64,7 @@ def training_flops(E: int, batched: bool) -> int:
 
 def observe_flops(E: int) -> int:
     """Operations of one observe(T=1) after a warm-up, per environment."""
-    model = make_model(E, torch.device("cpu"))
-    with torch.no_grad():
-        model.observe(torch.randn(FLOP_ROWS, 32, S), torch.randn(FLOP_ROWS, 32, A))
-        with FlopCounterMode(display=False) as counter:
-            model.observe(torch.randn(FLOP_ROWS, 1, S), torch.randn(FLOP_ROWS, 1, A),
-                          model_ids=torch.zeros(FLOP_ROWS, dtype=torch.long))
-    return counter.get_total_flops() // FLOP_ROWS
+    return observe_flops_per_row(make_model(E, torch.device("cpu")), FLOP_ROWS)
 
 
 def heads_flops(E: int) -> int:

@@ -65,6 +65,8 @@ def test_offline_trains_in_imagination_without_a_simulator(dataset, tmp_path, no
     assert last["Imagination/epistemic_uncertainty"] > 0
     assert 0.0 <= last["Imagination/reset_share"] <= 1.0
     assert first["Offline/validation_windows"] > 0 and math.isfinite(first["Offline/validation_autoregressive_error"])
+    # calibration of the ensemble (E = 2 here): a correlation, so within [-1, 1]
+    assert -1.0 <= first["Offline/validation_uncertainty_error_correlation"] <= 1.0
     assert "Offline/validation_windows" not in last  # logged once
     assert math.isfinite(first["Offline/fit_loss_total"])
     # the uncertainty penalty is a reward term, and a negative one

@@ -14,6 +14,8 @@ from rwm.world_model.evaluation import (
     evaluate_world_model,
     format_table,
     log_scalars,
+    pearson,
+    uncertainty_error_correlation,
 )
 
 STATE_DIM, ACTION_DIM = 45, 12
@@ -182,3 +184,36 @@ def test_plots_are_written(model, tmp_path):
                              denormalize=model_denormalizer(model))
     _assert_png(grid, 50_000)
     _assert_png(plot_trajectories(rollout, tmp_path / "normalised.png", num_windows=10), 50_000)
+
+
+def _rollout_with_error(window_error: torch.Tensor, epistemic: torch.Tensor, history: int = 2, steps: int = 5) -> dict:
+    """A rollout whose window b is off by window_error[b] (relative L1) at every predicted step."""
+    B = window_error.numel()
+    true = torch.ones(B, history + steps, STATE_DIM)
+    pred = true.clone()
+    pred[:, history:] += window_error.view(B, 1, 1)  # |pred - true| summed / |true| summed = error
+    return {"history": history, "true_state": true, "pred_state": pred,
+            "epistemic": epistemic.view(B, 1).expand(B, steps).clone()}
+
+
+def test_uncertainty_error_correlation_per_window():
+    error = torch.tensor([0.1, 0.4, 0.2, 0.8])
+    result = uncertainty_error_correlation(_rollout_with_error(error, 3.0 * error + 1.0))
+    assert result["error"] == pytest.approx(error.tolist(), abs=1e-6)
+    assert result["pearson"] == pytest.approx(1.0, abs=1e-9)  # uncertainty rises exactly with the error
+    result = uncertainty_error_correlation(_rollout_with_error(error, -error))
+    assert result["pearson"] == pytest.approx(-1.0, abs=1e-9)
+    # independent by construction: symmetric pattern gives zero correlation
+    flat = uncertainty_error_correlation(_rollout_with_error(torch.tensor([0.1, 0.2, 0.3, 0.4]),
+                                                             torch.tensor([1.0, 2.0, 2.0, 1.0])))
+    assert flat["pearson"] == pytest.approx(0.0, abs=1e-6)  # float32 errors
+
+
+def test_pearson_is_none_for_a_constant_sample():
+    # E = 1: the epistemic uncertainty is exactly 0 everywhere, so there is no correlation to report
+    assert pearson(torch.zeros(5), torch.arange(5.0)) is None
+    assert pearson(torch.ones(1), torch.ones(1)) is None
+    x = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    y = 2 * x + 0.5 * torch.randn(50, generator=torch.Generator().manual_seed(1))
+    expected = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+    assert pearson(x, y) == pytest.approx(expected, rel=1e-6)

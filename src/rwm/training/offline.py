@@ -245,7 +245,7 @@ class OfflineLearning(RunnerExtension):
             suffix = "" if float(noise) == 0.0 else f"_noise_{noise}"
             scalars[f"Offline/validation_autoregressive_error{suffix}"] = float(metrics["relative_l1"])
             if float(noise) == 0.0:
-                for name in ("contact_accuracy", "termination_accuracy"):
+                for name in ("contact_accuracy", "termination_accuracy", "uncertainty_error_correlation"):
                     if metrics.get(name) is not None:
                         scalars[f"Offline/validation_{name}"] = float(metrics[name])
         return scalars

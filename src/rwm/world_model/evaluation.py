@@ -134,6 +134,26 @@ def _accuracy(pred: torch.Tensor | None, true: torch.Tensor, history: int) -> fl
     return ((pred[:, history:] > 0.5) == (true[:, history:] > 0.5)).float().mean().item()
 
 
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """Pearson correlation of two (B,) samples; None when either is constant (or B < 2)."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    scale = (x.square().sum() * y.square().sum()).sqrt()
+    return None if x.numel() < 2 or scale.item() == 0.0 else (x * y).sum().div(scale).item()
+
+
+def uncertainty_error_correlation(rollout: dict) -> dict:
+    """How well the epistemic uncertainty predicts the model's own error, window by window.
+
+    Per window: the mean epistemic uncertainty and the mean relative L1 error over its predicted
+    steps; returns both (B,) lists and their Pearson correlation ("pearson", None for E = 1,
+    whose uncertainty is constant 0). RWM-U's claim is that the two rise together.
+    """
+    h = rollout["history"]
+    error = relative_l1(rollout["pred_state"][:, h:], rollout["true_state"][:, h:]).mean(1)  # (B,)
+    epistemic = rollout["epistemic"].mean(1)  # (B,)
+    return {"pearson": pearson(epistemic, error), "epistemic": epistemic.tolist(), "error": error.tolist()}
+
+
 def rollout_metrics(rollout: dict) -> dict:
     """Error summary of one rollout; every value is a plain float (or list of floats, or None)."""
     h = rollout["history"]
@@ -147,6 +167,7 @@ def rollout_metrics(rollout: dict) -> dict:
         "contact_accuracy": _accuracy(rollout["pred_contact"], rollout["true_contact"], h),
         "termination_accuracy": _accuracy(rollout["pred_termination"], rollout["true_termination"], h),
         "epistemic": rollout["epistemic"].mean().item(),
+        "uncertainty_error_correlation": uncertainty_error_correlation(rollout)["pearson"],
     }
 
 

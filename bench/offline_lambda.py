@@ -1,0 +1,175 @@
+"""Offline RWM-U acceptance: a policy learned only in a world model fitted on a recorded dataset.
+
+Stages, each timed:
+  fit + policy   `rwm train --task Velocity-Flat-Anymal-D-Offline-v0 --dataset FILE` with the default
+                 penalty (lambda = 1, i.e. env.reward_weights.uncertainty = -1); it fits the E = 5
+                 ensemble on the dataset, then trains PPO in its imagination
+  sweep          the other penalty weights, each a fresh policy on that same fitted world model
+                 (offline.world_model_checkpoint = the first run's checkpoint, so no refit)
+  evaluate       every policy, and the Init PPO policy (`--ppo-run`), in the real simulator as
+                 `rwm play` measures it (>= 100 environments x 20 s)
+  calibration    on held-out episodes of the dataset (the Offline run's own validation split),
+                 per window of history + 200 predicted steps: mean epistemic uncertainty against
+                 the autoregressive relative L1 error, and their Pearson correlation
+
+The dataset the committed result used (mixed, 1.0 M transitions) came from the Init PPO run's
+checkpoints, all recorded with `rwm dataset record --num-envs 256` (Init task: observation noise
+and pushes on):
+  --policy random --steps 100000 --seed 1       --checkpoint model_100.pt --steps 150000 --seed 2
+  --checkpoint model_250.pt --steps 200000 --seed 3   --checkpoint model_400.pt --steps 250000 --seed 4
+  --checkpoint model_600.pt --steps 300000 --seed 5
+and `rwm dataset merge` of the five files.
+
+Prints one JSON object as the last line: tracking_ratio_vs_ppo, tracking_ratio_vs_ppo_no_penalty,
+fall_rate, uncertainty_error_correlation, dataset_transitions, sweep. `--quick` records a tiny
+random dataset and runs the same path at tiny sizes in under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
+
+from rwm.data import DatasetReader  # noqa: E402
+from rwm.training.checkpoint import find_checkpoint  # noqa: E402
+from rwm.training.evaluation import evaluate_policy  # noqa: E402
+from rwm.training.export import policy_from_checkpoint  # noqa: E402
+from rwm.training.offline import episodes_buffer, split_episodes  # noqa: E402
+from rwm.training.runner import resolve_train_config, train  # noqa: E402
+from rwm.training.world_model_learning import load_world_model_file  # noqa: E402
+from rwm.world_model.evaluation import autoregressive_rollout, uncertainty_error_correlation  # noqa: E402
+
+TASK = "Velocity-Flat-Anymal-D-Offline-v0"
+QUICK = ["runner.num_steps_per_env=8", "runner.save_interval=2", "world_model.ensemble_size=2",
+         "world_model.rnn_num_layers=1", "world_model.rnn_hidden_size=32", "world_model.history_horizon=4",
+         "world_model.forecast_horizon=2", "world_model.mini_batch_size=16", "world_model.num_mini_batches=1",
+         "world_model_learning.eval_length=12", "world_model_learning.eval_num_windows=4", "offline.fit_updates=4"]
+
+
+def record_quick_dataset(out: Path) -> None:
+    from rwm.data.record import record_dataset
+    from rwm.envs.scripted_policies import RandomPolicy
+    from rwm.tasks import make_task_cfg
+
+    cfg = make_task_cfg("Velocity-Flat-Anymal-D-Init-v0")
+    cfg.num_envs = 8
+    record_dataset(cfg, RandomPolicy(8, "cpu", scale=0.3, seed=0), out, steps=8 * 60,
+                   source={"kind": "random", "scale": 0.3, "seed": 0}, progress=False)
+
+
+def calibration(cfg, checkpoint: Path, dataset: Path, predicted_steps: int, num_windows: int) -> dict:
+    """Epistemic uncertainty vs autoregressive error on the Offline run's validation episodes."""
+    model = load_world_model_file(checkpoint, "cpu")
+    history = model.history_horizon
+    with DatasetReader(dataset) as reader:
+        _, validation = split_episodes(reader.num_episodes, cfg.offline.validation_fraction, cfg.seed)
+        buffer = episodes_buffer(reader, validation, "cpu")
+    length = history + predicted_steps
+    while buffer.num_valid_windows(length) == 0 and length > history + 1:  # short episodes (quick runs)
+        length -= 1
+    generator = torch.Generator().manual_seed(cfg.seed + 2)
+    batch = buffer.sample(num_windows, length, generator)
+    result = uncertainty_error_correlation(autoregressive_rollout(model, batch, history))
+    return {"uncertainty_error_correlation": None if result["pearson"] is None else round(result["pearson"], 4),
+            "windows": num_windows, "predicted_steps": length - history,
+            "mean_epistemic": round(sum(result["epistemic"]) / num_windows, 4),
+            "mean_relative_l1": round(sum(result["error"]) / num_windows, 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny dataset and sizes, under a minute")
+    parser.add_argument("--dataset", type=Path, default=None, help="rwm dataset file (HDF5); required unless --quick")
+    parser.add_argument("--ppo-run", type=Path, default=None,
+                        help="Init PPO run to compare with (default: the latest logs/anymal_d_flat/*_bench)")
+    parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.0, 0.5, 2.0, 5.0],
+                        help="penalty weights lambda (reward weight -lambda); the first one fits the world model")
+    parser.add_argument("--overrides", nargs="*", default=[], help="KEY=VALUE overrides for every Offline run")
+    args = parser.parse_args()
+    quick = args.quick
+    if not quick and args.dataset is None:
+        parser.error("--dataset FILE is required (see the recipe above), or pass --quick")
+    if 1.0 not in args.weights or 0.0 not in args.weights:
+        parser.error("--weights must include 1 (the default penalty) and 0 (no penalty)")
+    scratch = tempfile.TemporaryDirectory()
+    dataset = args.dataset
+    if dataset is None:
+        dataset = Path(scratch.name) / "quick.h5"
+        record_quick_dataset(dataset)
+    with DatasetReader(dataset) as reader:
+        transitions = int(reader.num_records - reader.num_episodes)
+
+    eval_envs, eval_seconds = (8, 2.0) if quick else (128, 20.0)
+    sweep, walls, fitted, first_cfg = [], {}, None, None
+    for lam in args.weights:
+        start = time.perf_counter()
+        overrides = ["runner.console=line", "runner.progress_bar=false", f"offline.dataset={dataset}",
+                     f"env.reward_weights.uncertainty={-lam}",
+                     *([f"offline.world_model_checkpoint={fitted}"] if fitted else []),
+                     *(QUICK if quick else []), *args.overrides]
+        cfg, _ = resolve_train_config(TASK, overrides, run_name=f"bench_offline_l{lam:g}",
+                                      num_envs=16 if quick else None, max_iterations=2 if quick else None)
+        runner, summary = train(cfg)
+        train_s = time.perf_counter() - start
+        if fitted is None:
+            fitted, first_cfg = find_checkpoint(runner.log_dir), runner.cfg
+        metrics = evaluate_policy(runner.cfg, runner.get_inference_policy(), num_envs=eval_envs,
+                                  seconds=eval_seconds, progress=False)
+        walls[f"lambda_{lam:g}"] = {"train": round(train_s, 1), "evaluate": round(time.perf_counter() - start - train_s, 1)}
+        sweep.append({"lambda": lam, "tracking_lin_vel": round(metrics["tracking_lin_vel"], 4),
+                      "tracking_ang_vel": round(metrics["tracking_ang_vel"], 4),
+                      "fall_rate": round(metrics["fall_rate"], 4), "iterations": summary["iterations"],
+                      "run": str(runner.log_dir)})
+        print(f"[offline_lambda] lambda {lam:g}: tracking {metrics['tracking_lin_vel']:.3f}, "
+              f"fall rate {metrics['fall_rate']:.3f}", flush=True)
+
+    start = time.perf_counter()
+    ppo_run = args.ppo_run or next(iter(sorted(Path("logs").glob("anymal_d_flat/*_bench"), reverse=True)), None)
+    ppo = None
+    if ppo_run is not None:
+        ppo_policy, ppo_cfg, _ = policy_from_checkpoint(find_checkpoint(ppo_run))
+        ppo = evaluate_policy(ppo_cfg, ppo_policy.act_inference, num_envs=eval_envs, seconds=eval_seconds,
+                              progress=False)
+    walls["evaluate_ppo"] = round(time.perf_counter() - start, 1)
+
+    start = time.perf_counter()
+    calib = calibration(first_cfg, fitted, dataset, predicted_steps=20 if quick else 200,
+                        num_windows=8 if quick else 200)
+    walls["calibration"] = round(time.perf_counter() - start, 1)
+    scratch.cleanup()
+
+    by_lambda = {entry["lambda"]: entry for entry in sweep}
+    ppo_tracking = None if ppo is None else ppo["tracking_lin_vel"]
+
+    def ratio(entry: dict) -> float | None:
+        return None if ppo_tracking is None else round(entry["tracking_lin_vel"] / ppo_tracking, 4)
+
+    for entry in sweep:
+        entry["tracking_ratio_vs_ppo"] = ratio(entry)
+    emit("offline", {
+        "tracking_ratio_vs_ppo": by_lambda[1.0]["tracking_ratio_vs_ppo"],
+        "tracking_ratio_vs_ppo_no_penalty": by_lambda[0.0]["tracking_ratio_vs_ppo"],
+        "fall_rate": by_lambda[1.0]["fall_rate"],
+        "fall_rate_no_penalty": by_lambda[0.0]["fall_rate"],
+        "uncertainty_error_correlation": calib["uncertainty_error_correlation"],
+        "calibration": calib,
+        "dataset_transitions": transitions,
+        "dataset": str(args.dataset) if args.dataset else "quick (random, generated)",
+        "ppo_tracking_lin_vel": None if ppo_tracking is None else round(ppo_tracking, 4),
+        "ppo_run": None if ppo_run is None else str(ppo_run),
+        "sweep": sweep,
+        "evaluation": {"num_envs": eval_envs, "seconds": eval_seconds},
+        "wall_clock_s": walls,
+    }, quick)
+
+
+if __name__ == "__main__":
+    main()
