@@ -31,6 +31,10 @@ _positive_int = _number(int, 1, strict=False, what="an integer")
 _non_negative_int = _number(int, 0, strict=False, what="an integer")
 _positive_float = _number(float, 0.0, strict=True, what="a number")
 
+# `rwm demo`'s model-based pipeline at CPU scale (the full CPU-scale runs are 600 iterations each).
+DEMO_PRETRAIN_ITERATIONS = 300
+DEMO_FINETUNE_ITERATIONS = 150
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     from rwm.tasks import describe, task_ids
@@ -80,10 +84,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {name:>8} policy: {r['control_steps_per_s']:>8,} control steps/s | "
               f"falls/env/min {r['falls_per_env_per_minute']:.3f} | base height {r['mean_base_height_m']:.3f} m | "
               f"reward/step {r['mean_reward_per_step']:+.5f}")
-    if args.train_iterations > 0:
+    if args.pipeline == "mbpo" and args.pretrain_iterations > 0:
+        report["mbpo"] = _demo_model_based(args)
+    elif args.pipeline == "init" and args.train_iterations > 0:
         report["trained"] = _demo_train_and_play(args)
     print(json.dumps(report))
     return 0
+
+
+def _demo_model_based(args: argparse.Namespace) -> dict:
+    """The model-based story at CPU scale: Pretrain -> Finetune in imagination -> the real simulator -> video."""
+    if not args.no_video:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    from rwm.training.checkpoint import find_checkpoint
+    from rwm.training.evaluation import evaluate_policy
+    from rwm.training.runner import resolve_train_config, train
+    from rwm.training.visualize import visualize_run
+
+    common = ["runner.console=line", *args.overrides]
+    cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Pretrain-v0", common, seed=args.seed, device=args.device,
+                                  max_iterations=args.pretrain_iterations, run_name="demo_pretrain")
+    print(f"[rwm demo] 1/4 Pretrain: PPO in the simulator while the world model learns, {args.pretrain_iterations} "
+          f"iterations ({cfg.num_envs} environments x {cfg.runner.num_steps_per_env} steps)", flush=True)
+    pretrain, pretrain_summary = train(cfg)
+
+    cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0",
+                                  [*common, f"finetune.load_run={pretrain.log_dir}"], seed=args.seed,
+                                  device=args.device, max_iterations=args.finetune_iterations,
+                                  run_name="demo_finetune")
+    print(f"[rwm demo] 2/4 Finetune: a new policy learns only in the world model's imagination, "
+          f"{args.finetune_iterations} iterations ({cfg.num_envs} imagined robots)", flush=True)
+    finetune, finetune_summary = train(cfg)
+
+    print("[rwm demo] 3/4 the imagination-trained policy in the real simulator", flush=True)
+    video = None if args.no_video else finetune.log_dir / "videos" / f"demo_{finetune.current_iteration}.mp4"
+    metrics = evaluate_policy(finetune.cfg, finetune.get_inference_policy(), num_envs=64, seconds=10.0,
+                              video_path=video, progress=not args.quiet)
+    print("[rwm demo] 4/4 the real robot and its imagined twin side by side", flush=True)
+    side_by_side = visualize_run(find_checkpoint(finetune.log_dir), seconds=5.0, video=not args.no_video,
+                                 progress=not args.quiet)
+    real_transitions = pretrain_summary["env_steps"] + finetune.extensions[0].real_transitions
+    lines = [
+        f"Pretrain run:  {pretrain.log_dir} ({pretrain_summary['wall_clock_s']:.0f} s)",
+        f"Finetune run:  {finetune.log_dir} ({finetune_summary['wall_clock_s']:.0f} s; "
+        f"{real_transitions:,} real transitions in all)",
+        f"real simulator: linear-velocity tracking {metrics['tracking_lin_vel']:.3f}, yaw-rate tracking "
+        f"{metrics['tracking_ang_vel']:.3f}, fall rate {metrics['fall_rate']:.1%}"
+        + ("" if video is None else f"; video {video}"),
+        f"side by side:  world-model error {side_by_side['relative_l1']:.3f} (relative L1 over "
+        f"{side_by_side['horizon_steps']} steps); plots {side_by_side['plots']['trajectories']}"
+        + ("" if side_by_side["video"] is None else f"; video {side_by_side['video']}"),
+    ]
+    print("[rwm demo] where everything is:\n  " + "\n  ".join(lines), flush=True)
+    return {"pretrain_run": str(pretrain.log_dir), "finetune_run": str(finetune.log_dir),
+            "pretrain_iterations": pretrain.current_iteration, "finetune_iterations": finetune.current_iteration,
+            "wall_clock_s": {"pretrain": round(pretrain_summary["wall_clock_s"], 1),
+                             "finetune": round(finetune_summary["wall_clock_s"], 1)},
+            "real_transitions": int(real_transitions), "video": None if video is None else str(video),
+            "side_by_side_video": side_by_side["video"], "world_model_relative_l1": side_by_side["relative_l1"],
+            **{k: metrics[k] for k in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate")}}
 
 
 def _demo_train_and_play(args: argparse.Namespace) -> dict:
@@ -490,9 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated seconds per policy (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="torch device for the task tensors: cpu or cuda (default cpu)")
+    p.add_argument("--pipeline", choices=("mbpo", "init"), default="mbpo",
+                   help="what to train after the simulator check: 'mbpo' (default) Pretrain, then Finetune in "
+                        "imagination, the policy in the real simulator and the side-by-side video; 'init' "
+                        "model-free PPO only")
+    p.add_argument("--pretrain-iterations", type=_non_negative_int, default=DEMO_PRETRAIN_ITERATIONS,
+                   help=f"mbpo: Pretrain iterations (default {DEMO_PRETRAIN_ITERATIONS}; 0 skips training)")
+    p.add_argument("--finetune-iterations", type=_positive_int, default=DEMO_FINETUNE_ITERATIONS,
+                   help=f"mbpo: Finetune iterations (default {DEMO_FINETUNE_ITERATIONS})")
     p.add_argument("--train-iterations", type=int, default=400,
-                   help="PPO iterations of the demo training run (default 400, about 10 minutes on 2 cores: the "
-                        "robot walks from about 350 on; 0 skips training)")
+                   help="init: PPO iterations (default 400, about 10 minutes on 2 cores: the robot walks from "
+                        "about 350 on; 0 skips training)")
     p.add_argument("--no-video", action="store_true", help="do not render the trained policy's video")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",

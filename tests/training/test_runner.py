@@ -91,6 +91,12 @@ def test_scale_paper_sets_the_published_sizes_and_later_overrides_win():
     assert cfg.num_envs == 32 and cfg.runner.max_iterations == 7 and cfg.scale == "paper"
     pretrain = with_scale(make_task_cfg("Velocity-Flat-Anymal-D-Pretrain-v0"), "paper")
     assert pretrain.runner.max_iterations == PAPER_SCALE["pretrain"]["runner.max_iterations"] == 2000
+    finetune = with_scale(make_task_cfg("Velocity-Flat-Anymal-D-Finetune-v0"), "paper")
+    assert (finetune.num_envs, finetune.runner.num_steps_per_env, finetune.finetune.num_real_envs,
+            finetune.finetune.warmup_iterations) == (4096, 96, 10, 500)
+    offline = with_scale(make_task_cfg("Velocity-Flat-Anymal-D-Offline-v0"), "paper")
+    assert offline.num_envs == 8192 and offline.runner.max_iterations == 500
+    assert round(offline.env.episode_length_s / offline.sim.step_dt) == 256
 
 
 def test_cpu_scale_defaults_and_ppo_numbers():

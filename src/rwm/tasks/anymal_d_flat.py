@@ -296,6 +296,14 @@ PAPER_SCALE: dict[str, dict[str, object]] = {
     "init": {**_PAPER_COMMON, "runner.max_iterations": 300},
     "pretrain": {**_PAPER_COMMON, "runner.max_iterations": 2000, "world_model.num_mini_batches": 20,
                  "world_model.mini_batch_size": 5000, "world_model_learning.eval_num_windows": 100},
+    # spec §12.3: 4095 imagined robots (rounded to 4096) x 96 steps, 10 real robots, 500 warm-up
+    # iterations of the world model alone
+    "finetune": {**_PAPER_COMMON, "runner.num_steps_per_env": 96, "runner.max_iterations": 2000,
+                 "world_model.num_mini_batches": 20, "world_model.mini_batch_size": 5000,
+                 "finetune.num_real_envs": 10, "finetune.warmup_iterations": 500},
+    # spec §11 / §13 (the lite): 8192 imagined robots, episodes of 256 steps, 500 iterations
+    "offline": {**_PAPER_COMMON, "num_envs": 8192, "env.episode_length_s": 5.12, "runner.max_iterations": 500,
+                "world_model.num_mini_batches": 20, "world_model.mini_batch_size": 5000},
 }
 
 
