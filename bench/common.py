@@ -78,3 +78,9 @@ def observe_flops_per_row(model, rows: int = 8) -> int:
             model.observe(torch.randn(rows, 1, S), torch.randn(rows, 1, A),
                           model_ids=torch.zeros(rows, dtype=torch.long))
     return counter.get_total_flops() // rows
+
+
+def run_wall_clock(run_dir: str | os.PathLike) -> float:
+    """Training seconds a finished run took: the last `elapsed_s` of its metrics.jsonl."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().strip().splitlines()
+    return round(float(json.loads(lines[-1])["elapsed_s"]), 1)

@@ -18,7 +18,6 @@ imagination_vs_real_speed, real_transitions_mbpo, real_transitions_ppo, wall_clo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, matmul_gflops, observe_flops_per_row  # noqa: E402
+from common import emit, matmul_gflops, observe_flops_per_row, run_wall_clock  # noqa: E402
 
 from rwm.config import apply_overrides  # noqa: E402
 from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
@@ -83,12 +82,6 @@ def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
             "imagination_vs_real_speed": round(imagined / real, 3), "imagined_reset_share": round(imagined_resets, 4),
             "real_reset_share": round(real_resets, 4), "model_gflops_per_s": round(model_gflops, 1),
             "matmul_gflops_per_s": round(matmul, 1), "fraction_of_matmul": round(model_gflops / matmul, 3)}
-
-
-def run_wall_clock(run_dir: Path) -> float:
-    """Training seconds a finished run took: the last `elapsed_s` of its metrics.jsonl."""
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().strip().splitlines()
-    return round(float(json.loads(lines[-1])["elapsed_s"]), 1)
 
 
 def main() -> None:

@@ -36,10 +36,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit  # noqa: E402
+from common import emit, run_wall_clock  # noqa: E402
 
 from rwm.data import DatasetReader  # noqa: E402
-from rwm.training.checkpoint import find_checkpoint  # noqa: E402
+from rwm.training.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint  # noqa: E402
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
 from rwm.training.offline import episodes_buffer, split_episodes  # noqa: E402
@@ -84,6 +84,21 @@ def calibration(cfg, checkpoint: Path, dataset: Path, predicted_steps: int, num_
             "mean_relative_l1": round(sum(result["error"]) / num_windows, 4)}
 
 
+def finished_run(lam: float, dataset: Path | None) -> Path | None:
+    """The latest finished `bench_offline_l<lam>` run trained with penalty weight -lam (on `dataset`), if any."""
+    for run in sorted(Path("logs").glob(f"anymal_d_flat/*_bench_offline_l{lam:g}"), reverse=True):
+        checkpoints = list_checkpoints(run)
+        if not checkpoints:
+            continue
+        payload = load_checkpoint(checkpoints[-1])
+        _, cfg, _ = policy_from_checkpoint(checkpoints[-1])
+        same_data = dataset is None or Path(cfg.offline.dataset).resolve() == dataset.resolve()
+        if int(payload["iter"]) >= cfg.runner.max_iterations and cfg.env.reward_weights["uncertainty"] == -lam \
+                and same_data:
+            return run
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny dataset and sizes, under a minute")
@@ -93,6 +108,10 @@ def main() -> None:
     parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.0, 0.5, 2.0, 5.0],
                         help="penalty weights lambda (reward weight -lambda); the first one fits the world model")
     parser.add_argument("--overrides", nargs="*", default=[], help="KEY=VALUE overrides for every Offline run")
+    parser.add_argument("--reuse", action="store_true",
+                        help="evaluate the latest finished logs/anymal_d_flat/*_bench_offline_l<lambda> runs instead "
+                             "of training (each trained as this script would: `rwm train --run-name "
+                             "bench_offline_l<lambda>`; the first weight's run fits the model the others load)")
     args = parser.parse_args()
     quick = args.quick
     if not quick and args.dataset is None:
@@ -111,23 +130,34 @@ def main() -> None:
     sweep, walls, fitted, first_cfg = [], {}, None, None
     for lam in args.weights:
         start = time.perf_counter()
-        overrides = ["runner.console=line", "runner.progress_bar=false", f"offline.dataset={dataset}",
-                     f"env.reward_weights.uncertainty={-lam}",
-                     *([f"offline.world_model_checkpoint={fitted}"] if fitted else []),
-                     *(QUICK if quick else []), *args.overrides]
-        cfg, _ = resolve_train_config(TASK, overrides, run_name=f"bench_offline_l{lam:g}",
-                                      num_envs=16 if quick else None, max_iterations=2 if quick else None)
-        runner, summary = train(cfg)
-        train_s = time.perf_counter() - start
+        reused = finished_run(lam, None if quick else dataset) if args.reuse else None
+        if args.reuse and reused is None:
+            parser.error(f"--reuse: no finished logs/anymal_d_flat/*_bench_offline_l{lam:g} run with penalty weight "
+                         f"{-lam:g} on {dataset}")
+        if reused is not None:
+            checkpoint = find_checkpoint(reused)
+            policy, cfg, payload = policy_from_checkpoint(checkpoint)
+            act, run_dir, iterations = policy.act_inference, reused, int(payload["iter"])
+            train_s = run_wall_clock(reused)
+        else:
+            overrides = ["runner.console=line", "runner.progress_bar=false", f"offline.dataset={dataset}",
+                         f"env.reward_weights.uncertainty={-lam}",
+                         *([f"offline.world_model_checkpoint={fitted}"] if fitted else []),
+                         *(QUICK if quick else []), *args.overrides]
+            cfg, _ = resolve_train_config(TASK, overrides, run_name=f"bench_offline_l{lam:g}",
+                                          num_envs=16 if quick else None, max_iterations=2 if quick else None)
+            runner, summary = train(cfg)
+            cfg, act, run_dir = runner.cfg, runner.get_inference_policy(), runner.log_dir
+            iterations = summary["iterations"]
+            checkpoint, train_s = find_checkpoint(run_dir), time.perf_counter() - start
         if fitted is None:
-            fitted, first_cfg = find_checkpoint(runner.log_dir), runner.cfg
-        metrics = evaluate_policy(runner.cfg, runner.get_inference_policy(), num_envs=eval_envs,
-                                  seconds=eval_seconds, progress=False)
-        walls[f"lambda_{lam:g}"] = {"train": round(train_s, 1), "evaluate": round(time.perf_counter() - start - train_s, 1)}
+            fitted, first_cfg = checkpoint, cfg
+        start = time.perf_counter()
+        metrics = evaluate_policy(cfg, act, num_envs=eval_envs, seconds=eval_seconds, progress=False)
+        walls[f"lambda_{lam:g}"] = {"train": round(train_s, 1), "evaluate": round(time.perf_counter() - start, 1)}
         sweep.append({"lambda": lam, "tracking_lin_vel": round(metrics["tracking_lin_vel"], 4),
                       "tracking_ang_vel": round(metrics["tracking_ang_vel"], 4),
-                      "fall_rate": round(metrics["fall_rate"], 4), "iterations": summary["iterations"],
-                      "run": str(runner.log_dir)})
+                      "fall_rate": round(metrics["fall_rate"], 4), "iterations": iterations, "run": str(run_dir)})
         print(f"[offline_lambda] lambda {lam:g}: tracking {metrics['tracking_lin_vel']:.3f}, "
               f"fall rate {metrics['fall_rate']:.3f}", flush=True)
 
