@@ -302,7 +302,7 @@ PAPER_SCALE: dict[str, dict[str, object]] = {
                  "world_model.num_mini_batches": 20, "world_model.mini_batch_size": 5000,
                  "finetune.num_real_envs": 10, "finetune.warmup_iterations": 500},
     # spec §11 / §13 (the lite): 8192 imagined robots, episodes of 256 steps, 500 iterations
-    "offline": {**_PAPER_COMMON, "num_envs": 8192, "env.episode_length_s": 5.12, "runner.max_iterations": 500,
+    "offline": {**_PAPER_COMMON, "num_envs": 8192, "runner.max_iterations": 500,
                 "world_model.num_mini_batches": 20, "world_model.mini_batch_size": 5000},
 }
 
@@ -349,9 +349,16 @@ def pretrain_cfg() -> TaskCfg:
                    world_model=WorldModelCfg(), world_model_learning=WorldModelLearningCfg())
 
 
+# Imagined episodes (Finetune, Offline) last 256 steps, as the lite's (spec §11): each one starts
+# from a real window, so a shorter episode bounds how far the model's errors can compound before
+# imagination is brought back to real states (MBPO's short branched rollouts).
+IMAGINED_EPISODE_S = 5.12
+
+
 def finetune_cfg() -> TaskCfg:
     """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
-    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": 0.0})
+    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": 0.0},
+                           episode_length_s=IMAGINED_EPISODE_S)
     env.noise.enabled = False  # spec §2.1: no observation corruption in Finetune
     # The model arrives trained (Pretrain): one mini-batch per iteration keeps it following the
     # policy's new states at a quarter of Pretrain's update cost, which would otherwise dominate.
@@ -363,7 +370,8 @@ def finetune_cfg() -> TaskCfg:
 def offline_cfg() -> TaskCfg:
     """Mode Offline (RWM-U, spec §11): world model fitted on a dataset, PPO in its imagination with the
     uncertainty penalty; observation noise stays on (the lite pipeline's setting)."""
-    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": -1.0})
+    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": -1.0},
+                           episode_length_s=IMAGINED_EPISODE_S)
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Offline-v0", mode="offline", env=env,
                    runner=RunnerCfg(run_name="offline"), world_model=WorldModelCfg(),
                    world_model_learning=WorldModelLearningCfg(), offline=OfflineCfg())

@@ -21,7 +21,8 @@ acts deterministically (its mean) for ``seconds`` of simulated time. The metrics
     mean length of the episodes that ended inside the window (falls and time-outs); None if none did.
 
 Observation noise and pushes follow ``runner.eval`` (both off by default, like Isaac Lab's
-Play configurations).
+Play configurations). Episodes last at least the window, so a task trained with short episodes
+(Finetune and Offline imagine 5.12 s ones) is measured exactly like one trained with 20 s episodes.
 """
 
 from __future__ import annotations
@@ -61,11 +62,14 @@ class _StateRecorder:
         return getattr(self._simulator, name)
 
 
-def eval_config(cfg: TaskCfg, num_envs: int | None = None, seed: int | None = None, device: str | None = None
-                ) -> TaskCfg:
-    """The task configuration used for evaluation: `cfg` with ``runner.eval``'s noise, pushes, size and seed."""
+def eval_config(cfg: TaskCfg, num_envs: int | None = None, seed: int | None = None, device: str | None = None,
+                seconds: float | None = None) -> TaskCfg:
+    """The task configuration used for evaluation: `cfg` with ``runner.eval``'s noise, pushes, size and seed,
+    and episodes no shorter than the evaluation window of `seconds`."""
     e = cfg.runner.eval
+    seconds = float(seconds if seconds is not None else e.seconds)
     return apply_overrides(cfg, [
+        f"env.episode_length_s={max(cfg.env.episode_length_s, seconds)}",
         f"num_envs={num_envs if num_envs is not None else e.num_envs}",
         f"seed={seed if seed is not None else e.seed}",
         f"device={device if device is not None else cfg.device}",
@@ -85,10 +89,10 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
     """
     from rwm.tasks import make_env
 
-    ecfg = eval_config(cfg, num_envs, seed, device)
     seconds = float(seconds if seconds is not None else cfg.runner.eval.seconds)
     if not seconds > 0:
         raise ValueError(f"evaluation seconds = {seconds}; expected > 0.")
+    ecfg = eval_config(cfg, num_envs, seed, device, seconds)
     env = make_env(ecfg)
     recorder = _StateRecorder(env.sim)
     env.sim = recorder
