@@ -84,3 +84,27 @@ def run_wall_clock(run_dir: str | os.PathLike) -> float:
     """Training seconds a finished run took: the last `elapsed_s` of its metrics.jsonl."""
     lines = (Path(run_dir) / "metrics.jsonl").read_text().strip().splitlines()
     return round(float(json.loads(lines[-1])["elapsed_s"]), 1)
+
+
+def add_ppo_run_argument(parser) -> None:
+    parser.add_argument("--ppo-run", type=Path, default=None,
+                        help="Init PPO run to compare with (default: the latest logs/anymal_d_flat/*_bench, "
+                             "i.e. bench/ppo_init.py's)")
+
+
+def evaluate_ppo_reference(ppo_run: Path | None, num_envs: int,
+                           seconds: float) -> tuple[Path | None, dict | None, int | None]:
+    """(run, `rwm play` metrics, env steps) of the Init PPO policy the model-based results are compared with.
+
+    `ppo_run` None takes the latest bench/ppo_init.py run; (None, None, None) when there is none.
+    """
+    from rwm.training.checkpoint import find_checkpoint
+    from rwm.training.evaluation import evaluate_policy
+    from rwm.training.export import policy_from_checkpoint
+
+    ppo_run = ppo_run or next(iter(sorted(Path("logs").glob("anymal_d_flat/*_bench"), reverse=True)), None)
+    if ppo_run is None:
+        return None, None, None
+    policy, cfg, payload = policy_from_checkpoint(find_checkpoint(ppo_run))
+    metrics = evaluate_policy(cfg, policy.act_inference, num_envs=num_envs, seconds=seconds, progress=False)
+    return ppo_run, metrics, int(payload["infos"]["env_steps"])

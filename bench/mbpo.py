@@ -25,7 +25,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, matmul_gflops, observe_flops_per_row, run_wall_clock  # noqa: E402
+from common import (  # noqa: E402
+    add_ppo_run_argument,
+    emit,
+    evaluate_ppo_reference,
+    matmul_gflops,
+    observe_flops_per_row,
+    run_wall_clock,
+)
 
 from rwm.config import apply_overrides  # noqa: E402
 from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
@@ -88,8 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--pretrain-run", type=Path, default=None, help="reuse this Pretrain run (skip stage 1)")
-    parser.add_argument("--ppo-run", type=Path, default=None,
-                        help="Init PPO run to compare with (default: the latest logs/anymal_d_flat/*_bench)")
+    add_ppo_run_argument(parser)
     parser.add_argument("--finetune-run", type=Path, default=None, help="reuse this Finetune run (skip stage 2)")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
     args = parser.parse_args()
@@ -135,13 +141,7 @@ def main() -> None:
     start = time.perf_counter()
     eval_envs, eval_seconds = (8, 2.0) if quick else (128, 20.0)
     mbpo = evaluate_policy(finetune_cfg, finetune_policy, num_envs=eval_envs, seconds=eval_seconds, progress=False)
-    ppo_run = args.ppo_run or next(iter(sorted(Path("logs").glob("anymal_d_flat/*_bench"), reverse=True)), None)
-    ppo = ppo_steps = None
-    if ppo_run is not None:
-        ppo_policy, ppo_cfg, payload = policy_from_checkpoint(find_checkpoint(ppo_run))
-        ppo = evaluate_policy(ppo_cfg, ppo_policy.act_inference, num_envs=eval_envs, seconds=eval_seconds,
-                              progress=False)
-        ppo_steps = int(payload["infos"]["env_steps"])
+    ppo_run, ppo, ppo_steps = evaluate_ppo_reference(args.ppo_run, eval_envs, eval_seconds)
     walls["evaluate"] = round(time.perf_counter() - start, 1)
 
     # 4. Imagination vs real throughput

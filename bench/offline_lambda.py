@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, run_wall_clock  # noqa: E402
+from common import add_ppo_run_argument, emit, evaluate_ppo_reference, run_wall_clock  # noqa: E402
 
 from rwm.data import DatasetReader  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint  # noqa: E402
@@ -103,8 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny dataset and sizes, under a minute")
     parser.add_argument("--dataset", type=Path, default=None, help="rwm dataset file (HDF5); required unless --quick")
-    parser.add_argument("--ppo-run", type=Path, default=None,
-                        help="Init PPO run to compare with (default: the latest logs/anymal_d_flat/*_bench)")
+    add_ppo_run_argument(parser)
     parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.0, 0.5, 2.0, 5.0],
                         help="penalty weights lambda (reward weight -lambda); the first one fits the world model")
     parser.add_argument("--overrides", nargs="*", default=[], help="KEY=VALUE overrides for every Offline run")
@@ -162,12 +161,7 @@ def main() -> None:
               f"fall rate {metrics['fall_rate']:.3f}", flush=True)
 
     start = time.perf_counter()
-    ppo_run = args.ppo_run or next(iter(sorted(Path("logs").glob("anymal_d_flat/*_bench"), reverse=True)), None)
-    ppo = None
-    if ppo_run is not None:
-        ppo_policy, ppo_cfg, _ = policy_from_checkpoint(find_checkpoint(ppo_run))
-        ppo = evaluate_policy(ppo_cfg, ppo_policy.act_inference, num_envs=eval_envs, seconds=eval_seconds,
-                              progress=False)
+    ppo_run, ppo, _ = evaluate_ppo_reference(args.ppo_run, eval_envs, eval_seconds)
     walls["evaluate_ppo"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
