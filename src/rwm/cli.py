@@ -538,13 +538,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print every registered task id with a one-line description.")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("demo", help="measure the simulator, then train a policy briefly and film it",
-                       description="Run the ANYmal-D simulator with a standing policy, then a random one, and "
-                                   "print throughput, falls, base height and reward; then train the task's "
-                                   "policy for a few minutes (a shortened CPU-scale run), evaluate it and "
-                                   "render a video of it (last line: JSON).")
-    p.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id (see `rwm list`)")
-    p.add_argument("--num-envs", type=_positive_int, default=256, help="parallel environments (default 256)")
+    p = sub.add_parser("demo", help="measure the simulator, then the model-based pipeline at a short CPU scale",
+                       description="Run the ANYmal-D simulator with a standing, then a random policy, and print "
+                                   "throughput, falls, base height and reward. Then (--pipeline mbpo, the "
+                                   "default) Pretrain a policy and the world model in the simulator, Finetune a "
+                                   "new policy only in the world model's imagination, measure it in the real "
+                                   "simulator with a video, and film the real robot beside its imagined twin; "
+                                   "or (--pipeline init) train and film a model-free PPO policy. Ends with where "
+                                   "every output is (last line: JSON).")
+    p.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0",
+                   help="task id of the simulator check and of --pipeline init (see `rwm list`)")
+    p.add_argument("--num-envs", type=_positive_int, default=256,
+                   help="parallel environments of the simulator check (default 256)")
     p.add_argument("--seconds", type=_positive_float, default=5.0,
                    help="simulated seconds per policy (default 5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
