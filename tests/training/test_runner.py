@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rwm.config import ConfigError, load_yaml
+from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, INIT_REWARD_WEIGHTS
 from rwm.tasks import make_task_cfg
 from rwm.tasks.anymal_d_flat import PAPER_SCALE, TaskCfg, with_scale
 from rwm.training.checkpoint import load_checkpoint
@@ -91,6 +92,10 @@ def test_scale_paper_sets_the_published_sizes_and_later_overrides_win():
     assert cfg.num_envs == 32 and cfg.runner.max_iterations == 7 and cfg.scale == "paper"
     pretrain = with_scale(make_task_cfg("Velocity-Flat-Anymal-D-Pretrain-v0"), "paper")
     assert pretrain.runner.max_iterations == PAPER_SCALE["pretrain"]["runner.max_iterations"] == 2000
+    # Pretrain's PPO: the published flat weights at paper scale, the Init weights (which walk within
+    # the CPU budget) at CPU scale
+    assert pretrain.env.reward_weights == FLAT_REWARD_WEIGHTS
+    assert make_task_cfg("Velocity-Flat-Anymal-D-Pretrain-v0").env.reward_weights == INIT_REWARD_WEIGHTS
     finetune = with_scale(make_task_cfg("Velocity-Flat-Anymal-D-Finetune-v0"), "paper")
     assert (finetune.num_envs, finetune.runner.num_steps_per_env, finetune.finetune.num_real_envs,
             finetune.finetune.warmup_iterations) == (4096, 96, 10, 500)
