@@ -35,6 +35,7 @@ from common import (  # noqa: E402
 )
 
 from rwm.config import apply_overrides  # noqa: E402
+from rwm.data import DatasetReader  # noqa: E402
 from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
 from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy  # noqa: E402
 from rwm.sim.imagination import ImaginationSimulator  # noqa: E402
@@ -91,13 +92,26 @@ def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
             "matmul_gflops_per_s": round(matmul, 1), "fraction_of_matmul": round(model_gflops / matmul, 3)}
 
 
+def real_transitions_of(run_dir: Path) -> int:
+    """Real transitions a world-model source used: a Pretrain run's environment steps, an Offline run's dataset."""
+    checkpoint = find_checkpoint(run_dir)
+    _, cfg, payload = policy_from_checkpoint(checkpoint)
+    if cfg.mode == "offline":
+        with DatasetReader(cfg.offline.dataset) as reader:
+            return int(reader.num_records - reader.num_episodes)
+    return int(payload["infos"]["env_steps"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
-    parser.add_argument("--pretrain-run", type=Path, default=None, help="reuse this Pretrain run (skip stage 1)")
+    parser.add_argument("--pretrain-run", type=Path, default=None,
+                        help="reuse this Pretrain run (skip stage 1); an Offline run stands for a world model fitted "
+                             "on a recorded dataset, whose transitions are then the real data it used")
     add_ppo_run_argument(parser)
     parser.add_argument("--finetune-run", type=Path, default=None, help="reuse this Finetune run (skip stage 2)")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
+    parser.add_argument("--result-name", default="mbpo", help="bench/results/<name>.json of a full run (default mbpo)")
     args = parser.parse_args()
     quick = args.quick
     walls: dict[str, float] = {}
@@ -106,7 +120,7 @@ def main() -> None:
     start = time.perf_counter()
     if args.pretrain_run is not None:
         pretrain_dir = args.pretrain_run
-        pretrain_steps = int(load_checkpoint(find_checkpoint(pretrain_dir))["infos"]["env_steps"])
+        pretrain_steps = real_transitions_of(pretrain_dir)
         walls["pretrain"] = run_wall_clock(pretrain_dir)
     else:
         overrides = ["runner.console=line", *(QUICK_COMMON if quick else [])]
@@ -150,7 +164,7 @@ def main() -> None:
                                      steps=5 if quick else 20)
     walls["throughput"] = round(time.perf_counter() - start, 1)
 
-    emit("mbpo", {
+    emit(args.result_name, {
         "tracking_lin_vel": round(mbpo["tracking_lin_vel"], 4),
         "tracking_ratio_vs_ppo": None if ppo is None else round(mbpo["tracking_lin_vel"] / ppo["tracking_lin_vel"], 4),
         "ppo_tracking_lin_vel": None if ppo is None else round(ppo["tracking_lin_vel"], 4),
