@@ -77,8 +77,8 @@ def test_unknown_config_keys_and_out_of_range_values_raise_value_error():
 
 def test_task_registry_and_factory():
     assert "Velocity-Flat-Anymal-D-Init-v0" in task_ids()
-    cfg = make_task_cfg("Velocity-Flat-Anymal-D-Pretrain-v0")
-    assert cfg.env.reward_weights["flat_orientation_l2"] == -5.0
+    cfg = make_task_cfg("Velocity-Flat-Anymal-D-Finetune-v0")
+    assert cfg.env.reward_weights["flat_orientation_l2"] == -5.0  # the flat-terrain weights
     assert make_task_cfg("Velocity-Flat-Anymal-D-Init-v0").env.reward_weights["flat_orientation_l2"] == 0.0
     with pytest.raises(ValueError, match="did you mean 'Velocity-Flat-Anymal-D-Init-v0'"):
         make_task_cfg("Velocity-Flat-Anymal-D-Init-v1")
