@@ -80,10 +80,15 @@ def observe_flops_per_row(model, rows: int = 8) -> int:
     return counter.get_total_flops() // rows
 
 
+def last_metrics(run_dir: str | os.PathLike) -> dict:
+    """The last iteration's record in a run's metrics.jsonl."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().strip().splitlines()
+    return json.loads(lines[-1])
+
+
 def run_wall_clock(run_dir: str | os.PathLike) -> float:
     """Training seconds a finished run took: the last `elapsed_s` of its metrics.jsonl."""
-    lines = (Path(run_dir) / "metrics.jsonl").read_text().strip().splitlines()
-    return round(float(json.loads(lines[-1])["elapsed_s"]), 1)
+    return round(float(last_metrics(run_dir)["elapsed_s"]), 1)
 
 
 def add_ppo_run_argument(parser) -> None:

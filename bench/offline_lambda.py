@@ -36,10 +36,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_ppo_run_argument, emit, evaluate_ppo_reference, run_wall_clock  # noqa: E402
+from common import add_ppo_run_argument, emit, evaluate_ppo_reference, last_metrics, run_wall_clock  # noqa: E402
 
 from rwm.data import DatasetReader  # noqa: E402
-from rwm.training.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint  # noqa: E402
+from rwm.training.checkpoint import find_checkpoint, list_checkpoints  # noqa: E402
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
 from rwm.training.offline import episodes_buffer, split_episodes  # noqa: E402
@@ -84,17 +84,18 @@ def calibration(cfg, checkpoint: Path, dataset: Path, predicted_steps: int, num_
             "mean_relative_l1": round(sum(result["error"]) / num_windows, 4)}
 
 
-def finished_run(lam: float, dataset: Path | None) -> Path | None:
-    """The latest finished `bench_offline_l<lam>` run trained with penalty weight -lam (on `dataset`), if any."""
+def trained_run(lam: float, dataset: Path | None) -> Path | None:
+    """The latest `bench_offline_l<lam>` run with a checkpoint, trained with penalty weight -lam (on `dataset`).
+
+    A run stopped early (Ctrl-C / SIGTERM write a checkpoint) counts; its iterations are reported.
+    """
     for run in sorted(Path("logs").glob(f"anymal_d_flat/*_bench_offline_l{lam:g}"), reverse=True):
         checkpoints = list_checkpoints(run)
         if not checkpoints:
             continue
-        payload = load_checkpoint(checkpoints[-1])
         _, cfg, _ = policy_from_checkpoint(checkpoints[-1])
         same_data = dataset is None or Path(cfg.offline.dataset).resolve() == dataset.resolve()
-        if int(payload["iter"]) >= cfg.runner.max_iterations and cfg.env.reward_weights["uncertainty"] == -lam \
-                and same_data:
+        if cfg.env.reward_weights["uncertainty"] == -lam and same_data:
             return run
     return None
 
@@ -108,7 +109,7 @@ def main() -> None:
                         help="penalty weights lambda (reward weight -lambda); the first one fits the world model")
     parser.add_argument("--overrides", nargs="*", default=[], help="KEY=VALUE overrides for every Offline run")
     parser.add_argument("--reuse", action="store_true",
-                        help="evaluate the latest finished logs/anymal_d_flat/*_bench_offline_l<lambda> runs instead "
+                        help="evaluate the latest logs/anymal_d_flat/*_bench_offline_l<lambda> runs instead "
                              "of training (each trained as this script would: `rwm train --run-name "
                              "bench_offline_l<lambda>`; the first weight's run fits the model the others load)")
     args = parser.parse_args()
@@ -129,9 +130,9 @@ def main() -> None:
     sweep, walls, fitted, first_cfg = [], {}, None, None
     for lam in args.weights:
         start = time.perf_counter()
-        reused = finished_run(lam, None if quick else dataset) if args.reuse else None
+        reused = trained_run(lam, None if quick else dataset) if args.reuse else None
         if args.reuse and reused is None:
-            parser.error(f"--reuse: no finished logs/anymal_d_flat/*_bench_offline_l{lam:g} run with penalty weight "
+            parser.error(f"--reuse: no logs/anymal_d_flat/*_bench_offline_l{lam:g} run with penalty weight "
                          f"{-lam:g} on {dataset}")
         if reused is not None:
             checkpoint = find_checkpoint(reused)
@@ -154,9 +155,13 @@ def main() -> None:
         start = time.perf_counter()
         metrics = evaluate_policy(cfg, act, num_envs=eval_envs, seconds=eval_seconds, progress=False)
         walls[f"lambda_{lam:g}"] = {"train": round(train_s, 1), "evaluate": round(time.perf_counter() - start, 1)}
+        last = last_metrics(run_dir)  # the imagined episodes at the end of training
         sweep.append({"lambda": lam, "tracking_lin_vel": round(metrics["tracking_lin_vel"], 4),
                       "tracking_ang_vel": round(metrics["tracking_ang_vel"], 4),
-                      "fall_rate": round(metrics["fall_rate"], 4), "iterations": iterations, "run": str(run_dir)})
+                      "fall_rate": round(metrics["fall_rate"], 4), "iterations": iterations, "run": str(run_dir),
+                      "imagined_episode_length": round(last["Train/mean_episode_length"], 1),
+                      "imagined_epistemic": round(last["Imagination/epistemic_uncertainty"], 3),
+                      "imagined_uncertainty_reward": round(last.get("Episode_Reward/uncertainty", 0.0), 4)})
         print(f"[offline_lambda] lambda {lam:g}: tracking {metrics['tracking_lin_vel']:.3f}, "
               f"fall rate {metrics['fall_rate']:.3f}", flush=True)
 
