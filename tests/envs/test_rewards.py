@@ -82,6 +82,19 @@ def test_undesired_contacts_counts_thighs():
     assert R.undesired_contacts(constructed_context()).tolist() == [2.0, 0.0]
 
 
+def test_termination_penalty_marks_falls_only():
+    ctx = constructed_context()
+    assert R.termination_penalty(ctx).tolist() == [0.0, 0.0]
+    ctx.state.base_contact = torch.tensor([False, True])
+    assert R.termination_penalty(ctx).tolist() == [0.0, 1.0]
+    # off in the simulator tasks, a price on falling in the imagination ones
+    assert R.INIT_REWARD_WEIGHTS["termination_penalty"] == R.FLAT_REWARD_WEIGHTS["termination_penalty"] == 0.0
+    from rwm.tasks import make_task_cfg
+
+    for task in ("Velocity-Flat-Anymal-D-Finetune-v0", "Velocity-Flat-Anymal-D-Offline-v0"):
+        assert make_task_cfg(task).env.reward_weights["termination_penalty"] == R.IMAGINATION_TERMINATION_PENALTY < 0
+
+
 def test_flat_orientation_l2():
     assert R.flat_orientation_l2(constructed_context()).tolist() == pytest.approx([0.01 + 0.04, 0.0])
 

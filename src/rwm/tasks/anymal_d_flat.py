@@ -30,7 +30,7 @@ from typing import Literal
 
 from rwm.config import ConfigError, apply_overrides, check
 from rwm.envs.locomotion_env import LocomotionEnvCfg
-from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, INIT_REWARD_WEIGHTS
+from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, IMAGINATION_TERMINATION_PENALTY, INIT_REWARD_WEIGHTS
 from rwm.sim.mujoco import MujocoSimCfg
 from rwm.world_model.config import WorldModelCfg
 
@@ -365,7 +365,8 @@ IMAGINED_EPISODE_S = 5.12
 
 def finetune_cfg() -> TaskCfg:
     """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
-    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": 0.0},
+    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": 0.0,
+                                           "termination_penalty": IMAGINATION_TERMINATION_PENALTY},
                            episode_length_s=IMAGINED_EPISODE_S)
     env.noise.enabled = False  # spec §2.1: no observation corruption in Finetune
     # The model arrives trained (Pretrain): one mini-batch per iteration keeps it following the
@@ -378,7 +379,8 @@ def finetune_cfg() -> TaskCfg:
 def offline_cfg() -> TaskCfg:
     """Mode Offline (RWM-U, spec §11): world model fitted on a dataset, PPO in its imagination with the
     uncertainty penalty; observation noise stays on (the lite pipeline's setting)."""
-    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": -1.0},
+    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": -1.0,
+                                           "termination_penalty": IMAGINATION_TERMINATION_PENALTY},
                            episode_length_s=IMAGINED_EPISODE_S)
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Offline-v0", mode="offline", env=env,
                    runner=RunnerCfg(run_name="offline"), world_model=WorldModelCfg(),
