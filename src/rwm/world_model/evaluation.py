@@ -136,9 +136,9 @@ def _accuracy(pred: torch.Tensor | None, true: torch.Tensor, history: int) -> fl
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float | None:
     """Pearson correlation of two (B,) samples; None when either is constant (or B < 2)."""
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    scale = (x.square().sum() * y.square().sum()).sqrt()
-    return None if x.numel() < 2 or scale.item() == 0.0 else (x * y).sum().div(scale).item()
+    if x.numel() < 2 or bool(x.eq(x[0]).all()) or bool(y.eq(y[0]).all()):
+        return None
+    return torch.corrcoef(torch.stack([x, y]).double())[0, 1].item()
 
 
 def uncertainty_error_correlation(rollout: dict) -> dict:
@@ -167,7 +167,8 @@ def rollout_metrics(rollout: dict) -> dict:
         "contact_accuracy": _accuracy(rollout["pred_contact"], rollout["true_contact"], h),
         "termination_accuracy": _accuracy(rollout["pred_termination"], rollout["true_termination"], h),
         "epistemic": rollout["epistemic"].mean().item(),
-        "uncertainty_error_correlation": uncertainty_error_correlation(rollout)["pearson"],
+        # per window, as uncertainty_error_correlation (the error above is already per step)
+        "uncertainty_error_correlation": pearson(rollout["epistemic"].mean(1), error.mean(1)),
     }
 
 
