@@ -191,7 +191,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.world_model:
         overrides.append(f"finetune.world_model_checkpoint={args.world_model}")
     if args.dataset is not None:
-        overrides.append(f"offline.dataset={args.dataset}")
+        from rwm.tasks import make_task_cfg
+
+        section = "finetune" if args.task and make_task_cfg(args.task).mode == "finetune" else "offline"
+        overrides.append(f"{section}.dataset={args.dataset}")
     if args.quiet:
         overrides += ["runner.console=none", "runner.progress_bar=false"]
     cfg, checkpoint = resolve_train_config(args.task, overrides, num_envs=args.num_envs,
@@ -603,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "file); takes precedence over --load-run's world model")
     p.add_argument("--dataset", default=None, metavar="FILE",
                    help="Offline: the recorded dataset (rwm dataset file) the world model is fitted on and "
-                        "imagination starts from (override offline.dataset=FILE)")
+                        "imagination starts from (override offline.dataset=FILE); Finetune: recorded data the "
+                        "world model keeps learning from beside the new real data (finetune.dataset=FILE)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration console summary and no progress bar")
     p.add_argument("--distributed", action="store_true",
                    help="train as one process of a torchrun launch (`torchrun --nproc-per-node K -m rwm.cli train "

@@ -94,3 +94,66 @@ def test_finetune_load_errors_are_one_sentence(pretrain_run, tmp_path, capsys):
     # --load-run on a task that is not Finetune
     assert main(["train", "--task", "Velocity-Flat-Anymal-D-Init-v0", "--load-run", str(pretrain_run)]) != 0
     assert "Finetune task only" in capsys.readouterr().err
+
+
+def test_mixed_windows_takes_the_recorded_share_from_the_recorded_source():
+    from rwm.training.world_model_learning import mixed_windows
+
+    def source(value):
+        return lambda n: {"state": torch.full((n, 3, 45), value)}
+
+    both = mixed_windows(8, 0.25, source(0.0), source(1.0))
+    assert both["state"].shape == (8, 3, 45)
+    assert int(both["state"][:, 0, 0].sum()) == 2  # round(0.25 * 8) recorded windows
+    assert int(mixed_windows(8, 0.25, source(0.0), None)["state"].sum()) == 0  # no recorded data: all from the buffer
+    assert int(mixed_windows(4, 1.0, source(0.0), source(1.0))["state"][:, 0, 0].sum()) == 4
+
+
+@pytest.fixture(scope="module")
+def standing_dataset(tmp_path_factory):
+    from rwm.data import record_dataset
+    from rwm.envs.scripted_policies import StandingPolicy
+    from rwm.tasks import make_task_cfg
+    from rwm.config import apply_overrides
+
+    cfg = apply_overrides(make_task_cfg("Velocity-Flat-Anymal-D-Init-v0"), ["num_envs=4", "sim.num_threads=1"])
+    out = tmp_path_factory.mktemp("finetune_data") / "standing.h5"
+    record_dataset(cfg, StandingPolicy(4, "cpu"), out, steps=4 * 60, source={"kind": "test"}, progress=False)
+    return out
+
+
+def test_finetune_keeps_learning_from_a_recorded_dataset(pretrain_run, standing_dataset, tmp_path):
+    from rwm.data import DatasetReader
+
+    cfg = finetune_cfg(tmp_path, pretrain_run, iterations=1,
+                       extra=(f"finetune.dataset={standing_dataset}", "finetune.dataset_share=0.5"))
+    cfg, env, extensions = build_mode(cfg, torch.device("cpu"))
+    learner = extensions[0].learner
+    drawn = []
+    sample = learner.recorded.sample
+
+    def counting_sample(n, length, generator=None, env_ids=None):
+        drawn.append((n, length))
+        return sample(n, length, generator, env_ids)
+
+    learner.recorded.sample = counting_sample
+    runner = Runner(cfg, env=env, log_dir=create_run_dir(cfg), extensions=extensions)
+    runner.learn()
+    history = learner.cfg.history_horizon
+    window = history + learner.cfg.forecast_horizon
+    # imagination's resets and the world model's mini-batches both drew windows from the dataset
+    assert any(length == history for _, length in drawn)
+    assert (learner.cfg.mini_batch_size // 2, window) in drawn
+    with DatasetReader(standing_dataset) as reader:
+        assert runner.history[-1]["Real/recorded_transitions"] == reader.num_transitions
+
+
+def test_finetune_dataset_errors_are_one_sentence(pretrain_run, tmp_path, capsys):
+    flags = ["train", "--task", "Velocity-Flat-Anymal-D-Finetune-v0", "--quiet", "--num-envs", "8",
+             "--max-iterations", "1", "--load-run", str(pretrain_run)]
+    overrides = [f"runner.log_root={tmp_path}", *TINY_WORLD_MODEL, *TINY_FINETUNE]
+    assert main(flags + ["--dataset", str(tmp_path / "missing.h5")] + overrides) != 0
+    err = capsys.readouterr().err
+    assert "missing.h5" in err and "does not exist" in err and "Traceback" not in err
+    assert main(flags + overrides + ["finetune.dataset_share=1.5"]) != 0
+    assert "finetune.dataset_share = 1.5" in capsys.readouterr().err

@@ -193,8 +193,15 @@ class FinetuneCfg:
     real_eval_seconds: float = 10.0
     sample_state: bool = False  # imagine with reparameterised samples instead of the mean
     member_per_episode: bool = True  # each imagined episode follows one ensemble member (RWM-U)
+    # Recorded real data (an rwm dataset, e.g. `rwm dataset record` from the Pretrain run's
+    # checkpoints) the world model keeps learning from beside the few new real robots, so its
+    # updates follow the policy's new states without overwriting what it learned before.
+    dataset: str = ""
+    dataset_share: float = 0.5  # share of every world-model mini-batch and of imagination's starts taken from it
 
     def __post_init__(self) -> None:
+        check(0.0 <= self.dataset_share <= 1.0,
+              f"finetune.dataset_share = {self.dataset_share}; expected a value in [0, 1].")
         check(self.num_real_envs >= 1, f"finetune.num_real_envs = {self.num_real_envs}; expected >= 1.")
         check(self.real_steps_per_iteration >= 0,
               f"finetune.real_steps_per_iteration = {self.real_steps_per_iteration}; expected >= 0.")

@@ -21,7 +21,8 @@ from rwm.config import apply_overrides
 from rwm.envs.locomotion_env import LocomotionEnv
 from rwm.training.checkpoint import find_checkpoint
 from rwm.training.runner import RunnerExtension
-from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file
+from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file, mixed_windows
+from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of
 
 
@@ -39,6 +40,26 @@ def world_model_source(cfg) -> Path:
         return find_checkpoint(ft.load_run)
     raise ValueError("mode 'finetune' needs a world model: pass --load-run RUN_DIR (a Pretrain run) or "
                      "--world-model CHECKPOINT.")
+
+
+def recorded_buffer(path: str, history: int, step_dt: float, device: torch.device) -> tuple[ReplayBuffer, int]:
+    """(the episodes of dataset `path` in a ReplayBuffer, its number of transitions), checked against
+    the task's control period."""
+    from rwm.data import DatasetReader
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"dataset '{path}' (finetune.dataset) does not exist.")
+    with DatasetReader(path) as reader:
+        recorded_dt = reader.metadata.get("step_dt")
+        if recorded_dt is not None and abs(float(recorded_dt) - step_dt) > 1e-9:
+            raise ValueError(f"dataset '{path}' was recorded at step_dt {recorded_dt} s; this task steps at "
+                             f"{step_dt} s.")
+        buffer = reader.fill_replay_buffer(num_envs=max(1, min(reader.num_episodes, 64)), device=device)
+        transitions = int(reader.num_transitions)
+    if buffer.num_valid_windows(history) == 0:
+        raise ValueError(f"dataset '{path}' holds no episode as long as the world model's history of {history} "
+                         "records.")
+    return buffer, transitions
 
 
 def build_finetune(cfg, device: torch.device):
@@ -66,6 +87,11 @@ def build_finetune(cfg, device: torch.device):
 
     learner = WorldModelLearning(cfg, device, num_envs=ft.num_real_envs, model=model)
     real_env = make_env(apply_overrides(cfg, [f"num_envs={ft.num_real_envs}", f"seed={cfg.seed + 1000}"]))
+    recorded_transitions = 0
+    if ft.dataset:
+        learner.recorded, recorded_transitions = recorded_buffer(ft.dataset, model.history_horizon,
+                                                                 real_env.step_dt, device)
+        learner.recorded_share = ft.dataset_share
     # First real data, so imagination has starting windows: the Pretrain policy if there is one.
     collect = pretrain_policy.act_inference if pretrain_policy is not None else StandingPolicy(
         ft.num_real_envs, device, dt=real_env.step_dt)
@@ -81,25 +107,36 @@ def build_finetune(cfg, device: torch.device):
         raise ValueError(f"no real episode lasted the world model's history of {history} steps during the "
                          f"{ft.initial_real_steps} initial steps; raise finetune.initial_real_steps.")
 
+
+    def initial_windows(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        draw_recorded = None if learner.recorded is None else (
+            lambda m: learner.recorded.sample(m, history, generator))
+        return mixed_windows(n, ft.dataset_share, lambda m: learner.buffer.sample(m, history, generator),
+                             draw_recorded)
+
     simulator = ImaginationSimulator(
-        model, lambda n, generator: learner.buffer.sample(n, history, generator), cfg.num_envs,
+        model, initial_windows, cfg.num_envs,
         ImaginationCfg(sample_state=ft.sample_state, member_per_episode=ft.member_per_episode,
                        step_dt=real_env.step_dt), device=device, seed=cfg.seed)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     policy_state = pretrain_policy.state_dict() if (ft.load_policy and pretrain_policy is not None) else None
-    return cfg, env, [ModelBasedFinetuning(cfg, learner, real_env, policy_state)]
+    return cfg, env, [ModelBasedFinetuning(cfg, learner, real_env, policy_state,
+                                           recorded_transitions=recorded_transitions)]
 
 
 class ModelBasedFinetuning(RunnerExtension):
     """Real data, world-model updates, imagination statistics and real-simulator evaluation for Finetune."""
 
-    def __init__(self, cfg, learner: WorldModelLearning, real_env, policy_state: dict | None = None):
+    def __init__(self, cfg, learner: WorldModelLearning, real_env, policy_state: dict | None = None,
+                 recorded_transitions: int = 0):
         self.cfg = cfg
         self.ft = cfg.finetune
         self.learner = learner
         self.real_env = real_env
         self.policy_state = policy_state
         self.real_transitions = learner.buffer.num_added.sum().item()  # includes the initial steps
+        # recorded transitions the world model also learns from (finetune.dataset)
+        self.recorded_transitions = recorded_transitions
         self._real_obs = real_env.get_observations()
         self._epistemic = 0.0
         self._imagined_steps = 0
@@ -133,6 +170,8 @@ class ModelBasedFinetuning(RunnerExtension):
                 self.learner.recorder.record(actions, self._real_obs, extras)
         self.real_transitions += self.ft.real_steps_per_iteration * self.real_env.num_envs
         scalars["Real/transitions"] = float(self.real_transitions)
+        if self.recorded_transitions:
+            scalars["Real/recorded_transitions"] = float(self.recorded_transitions)
         scalars.update(self.learner.update_and_evaluate(runner.log_dir, iteration))
         if (iteration + 1) % self.ft.real_eval_interval == 0:
             from rwm.training.evaluation import evaluate_policy

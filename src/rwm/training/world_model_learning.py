@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ from rwm.world_model import ReplayBuffer, SystemDynamics, WorldModelCfg, WorldMo
 from rwm.world_model.evaluation import autoregressive_rollout, evaluate_world_model
 
 SYSTEM_GROUPS = ("system_state", "system_contact", "system_termination")
+
+
+def mixed_windows(n: int, share: float, draw: Callable[[int], dict[str, torch.Tensor]],
+                  draw_recorded: Callable[[int], dict[str, torch.Tensor]] | None) -> dict[str, torch.Tensor]:
+    """`n` windows, round(share * n) of them from `draw_recorded` (if given) and the rest from `draw`."""
+    k = round(share * n) if draw_recorded is not None else 0
+    parts = [source(m) for source, m in ((draw_recorded, k), (draw, n - k)) if m > 0]
+    return parts[0] if len(parts) == 1 else {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
 
 
 def build_world_model(cfg: WorldModelCfg, device: torch.device | str) -> SystemDynamics:
@@ -112,6 +121,10 @@ class WorldModelLearning(RunnerExtension):
         self.num_updates = 0
         # world_model.normalizer = "fitted": statistics come from the first data, once
         self.normalizer_fitted = self.cfg.normalizer != "fitted" or model is not None
+        # Recorded data trained on beside the buffer (Finetune's dataset): `recorded_share` of every
+        # mini-batch, all of it while the buffer holds no full window yet.
+        self.recorded: ReplayBuffer | None = None
+        self.recorded_share = 0.0
 
     # ------------------------------------------------------------------ runner hooks
     def on_learn_start(self, runner) -> None:
@@ -129,14 +142,26 @@ class WorldModelLearning(RunnerExtension):
         window = self.cfg.history_horizon + self.cfg.forecast_horizon
         available = self.buffer.num_valid_windows(window, env_ids=self.train_envs)
         scalars = {"World_Model/train_windows": float(available)}
+        share = self.recorded_share if self.recorded is not None else 0.0
         if available == 0:  # too little data yet: never train on padded windows (defect 8)
-            return scalars
+            if self.recorded is None:
+                return scalars
+            share = 1.0
+
+        def draw_recorded(n: int) -> dict[str, torch.Tensor]:
+            return self.recorded.sample(n, window, self.generator)
+
+        def draw(n: int) -> dict[str, torch.Tensor]:
+            return self.buffer.sample(n, window, self.generator, env_ids=self.train_envs)
+
+        def windows(n: int) -> dict[str, torch.Tensor]:
+            return mixed_windows(n, share, draw, draw_recorded if self.recorded is not None else None)
+
         if not self.normalizer_fitted:
-            sample = self.buffer.sample(4096, window, self.generator, env_ids=self.train_envs)
+            sample = windows(4096)
             self.model.fit_normalizers(sample["state"], sample["action"])
             self.normalizer_fitted = True
-        losses = self.trainer.update(lambda: self.buffer.sample(self.cfg.mini_batch_size, window, self.generator,
-                                                                env_ids=self.train_envs))
+        losses = self.trainer.update(lambda: windows(self.cfg.mini_batch_size))
         self.num_updates += self.cfg.num_mini_batches
         scalars.update({f"World_Model/loss_{name}": float(value) for name, value in losses.items()})
         if (iteration + 1) % self.learning.eval_interval == 0:
