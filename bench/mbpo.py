@@ -2,6 +2,11 @@
 
 Stages, each timed:
   pretrain    a CPU-scale Pretrain run (or `--pretrain-run DIR` to reuse one)
+  record      with `--record-dataset N`: N real transitions recorded from the Pretrain run (random
+              actions 10 %, then four of its checkpoints, early to last, 15/20/25/30 %, 256 robots
+              each, like the Offline benchmark's mixed dataset) into <pretrain run>/mixed.h5, which
+              Finetune's world model keeps learning from (finetune.dataset); `--finetune-dataset
+              FILE` uses an existing recording instead. Its transitions count as real data.
   finetune    a Finetune run from a randomly initialised policy; world model from the Pretrain run
               (or `--finetune-run DIR` to reuse one)
 A reused run's wall-clock is its own (the last `elapsed_s` in its metrics.jsonl).
@@ -92,13 +97,47 @@ def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
             "matmul_gflops_per_s": round(matmul, 1), "fraction_of_matmul": round(model_gflops / matmul, 3)}
 
 
+def record_mixed_dataset(pretrain_dir: Path, transitions: int, out: Path, num_envs: int = 256) -> int:
+    """Record `transitions` real transitions from the run's policies into `out` (see the docstring); returns
+    how many were recorded."""
+    from rwm.data.merge import merge_datasets
+    from rwm.data.record import record_dataset
+    from rwm.training.checkpoint import list_checkpoints
+
+    checkpoints = list_checkpoints(pretrain_dir)
+    picks = [checkpoints[round(i * (len(checkpoints) - 1) / 3)] for i in (0, 1, 2, 3)]
+    _, cfg, _ = policy_from_checkpoint(picks[-1])
+    sources = [(None, 0.10)] + list(zip(picks, (0.15, 0.20, 0.25, 0.30)))
+    parts = []
+    for seed, (checkpoint, share) in enumerate(sources, start=1):
+        part = out.with_name(f"{out.stem}_part{seed}.h5")
+        run_cfg = apply_overrides(cfg, [f"num_envs={num_envs}", f"seed={seed}"])
+        if checkpoint is None:
+            act, source = RandomPolicy(num_envs, run_cfg.device, seed=seed), {"kind": "random", "seed": seed}
+        else:
+            act = policy_from_checkpoint(checkpoint)[0].act_inference
+            source = {"kind": "policy", "run": str(pretrain_dir), "checkpoint": checkpoint.name}
+        record_dataset(run_cfg, act, part, steps=max(num_envs, round(transitions * share)), source=source,
+                       overwrite=True, progress=False)
+        parts.append(part)
+    merge_datasets(parts, out, overwrite=True)
+    for part in parts:
+        part.unlink()
+    with DatasetReader(out) as reader:
+        return int(reader.num_transitions)
+
+
+def dataset_transitions(path: str | Path) -> int:
+    with DatasetReader(path) as reader:
+        return int(reader.num_transitions)
+
+
 def real_transitions_of(run_dir: Path) -> int:
     """Real transitions a world-model source used: a Pretrain run's environment steps, an Offline run's dataset."""
     checkpoint = find_checkpoint(run_dir)
     _, cfg, payload = policy_from_checkpoint(checkpoint)
     if cfg.mode == "offline":
-        with DatasetReader(cfg.offline.dataset) as reader:
-            return int(reader.num_records - reader.num_episodes)
+        return dataset_transitions(cfg.offline.dataset)
     return int(payload["infos"]["env_steps"])
 
 
@@ -110,6 +149,10 @@ def main() -> None:
                              "on a recorded dataset, whose transitions are then the real data it used")
     add_ppo_run_argument(parser)
     parser.add_argument("--finetune-run", type=Path, default=None, help="reuse this Finetune run (skip stage 2)")
+    parser.add_argument("--record-dataset", type=int, default=0, metavar="N",
+                        help="record N real transitions from the Pretrain run for Finetune's world model (stage record)")
+    parser.add_argument("--finetune-dataset", type=Path, default=None,
+                        help="an existing recording for Finetune's world model (finetune.dataset)")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
     parser.add_argument("--result-name", default="mbpo", help="bench/results/<name>.json of a full run (default mbpo)")
     args = parser.parse_args()
@@ -130,6 +173,14 @@ def main() -> None:
         pretrain_dir, pretrain_steps = runner.log_dir, summary["env_steps"]
         walls["pretrain"] = round(time.perf_counter() - start, 1)
 
+    # 1b. Recorded data for Finetune's world model
+    dataset = args.finetune_dataset
+    if args.record_dataset > 0 and args.finetune_run is None:
+        start = time.perf_counter()
+        dataset = Path(pretrain_dir) / "mixed.h5"
+        record_mixed_dataset(Path(pretrain_dir), args.record_dataset, dataset, num_envs=8 if quick else 256)
+        walls["record"] = round(time.perf_counter() - start, 1)
+
     # 2. Finetune from a random policy, purely in imagination
     start = time.perf_counter()
     if args.finetune_run is not None:
@@ -137,11 +188,13 @@ def main() -> None:
         payload = load_checkpoint(find_checkpoint(finetune_dir))
         finetune_transitions, iterations = int(payload["finetune_real_transitions"]), int(payload["iter"])
         policy, finetune_cfg, _ = policy_from_checkpoint(find_checkpoint(finetune_dir))
+        dataset = finetune_cfg.finetune.dataset or None
         finetune_policy = policy.act_inference
         model = load_world_model_file(find_checkpoint(finetune_dir))
         walls["finetune"] = run_wall_clock(finetune_dir)
     else:
         overrides = ["runner.console=line", f"finetune.load_run={pretrain_dir}",
+                     *([f"finetune.dataset={dataset}"] if dataset else []),
                      *((QUICK_COMMON + QUICK_FINETUNE) if quick else []), *args.finetune_overrides]
         cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", overrides, run_name="bench_finetune",
                                       num_envs=16 if quick else None, max_iterations=2 if quick else None)
@@ -150,6 +203,8 @@ def main() -> None:
         finetune_transitions = runner.extensions[0].real_transitions
         finetune_policy, model = runner.get_inference_policy(), runner.extensions[0].learner.model
         walls["finetune"] = round(time.perf_counter() - start, 1)
+
+    recorded_transitions = dataset_transitions(dataset) if dataset else 0
 
     # 3. Both policies in the real simulator, measured alike
     start = time.perf_counter()
@@ -171,8 +226,9 @@ def main() -> None:
         "fall_rate": round(mbpo["fall_rate"], 4),
         "imagination_vs_real_speed": throughput["imagination_vs_real_speed"],
         "throughput": throughput,
-        "real_transitions_mbpo": int(pretrain_steps + finetune_transitions),
+        "real_transitions_mbpo": int(pretrain_steps + recorded_transitions + finetune_transitions),
         "real_transitions_pretrain": int(pretrain_steps), "real_transitions_finetune": int(finetune_transitions),
+        "real_transitions_recorded": int(recorded_transitions), "finetune_dataset": str(dataset) if dataset else None,
         "real_transitions_ppo": ppo_steps,
         "wall_clock_s": walls,
         "pretrain_run": str(pretrain_dir), "finetune_run": str(finetune_dir),
