@@ -284,6 +284,27 @@ def test_uncertainty_penalty_is_weight_times_epistemic_times_dt():
         torch.testing.assert_close(sim.aleatoric, model.last.member_std.mean(0).sum(-1))
 
 
+def test_uncertainty_offset_leaves_the_level_below_it_unpenalised():
+    M, N, w_u = 4, 6, -2.0
+    model = Recorder(tiny_model(E=3, M=M))
+    sim = ImaginationSimulator(model, random_windows(M), N)
+    model.force_termination = torch.zeros(N, dtype=torch.bool)
+    env = LocomotionEnv(LocomotionEnvCfg(reward_weights={"uncertainty": w_u}), sim)
+    env.step(0.3 * torch.randn(N, 12, generator=torch.Generator().manual_seed(1)))
+    epistemic = sim.uncertainty.clone()
+    offset = float(epistemic.median())  # some rows above the offset, some at or below it
+    sim.step = lambda actions: sim.state  # hold the state: the same epistemic again
+    env.cfg.uncertainty_offset = offset
+    before = env.episode_sums["uncertainty"].clone()
+    env.step(torch.zeros(N, 12))
+    increment = env.episode_sums["uncertainty"] - before
+    expected = w_u * (epistemic - offset).clamp(min=0) * env.step_dt
+    torch.testing.assert_close(increment, expected, rtol=1e-5, atol=1e-7)
+    assert (increment[epistemic <= offset] == 0).all() and (increment[epistemic > offset] < 0).all()
+    with pytest.raises(ConfigError, match="env.uncertainty_offset = -1"):
+        LocomotionEnvCfg(uncertainty_offset=-1.0)
+
+
 # ------------------------------------------------------------------------------ members
 def test_each_episode_rolls_out_one_member_and_a_reset_redraws_it():
     M, N, E = 4, 32, 4

@@ -67,6 +67,7 @@ def test_offline_trains_in_imagination_without_a_simulator(dataset, tmp_path, no
     assert first["Offline/validation_windows"] > 0 and math.isfinite(first["Offline/validation_autoregressive_error"])
     # calibration of the ensemble (E = 2 here): a correlation, so within [-1, 1]
     assert -1.0 <= first["Offline/validation_uncertainty_error_correlation"] <= 1.0
+    assert first["Offline/validation_epistemic"] > 0  # the level env.uncertainty_offset can be set to
     assert "Offline/validation_windows" not in last  # logged once
     assert math.isfinite(first["Offline/fit_loss_total"])
     # the uncertainty penalty is a reward term, and a negative one

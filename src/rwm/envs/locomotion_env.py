@@ -34,9 +34,16 @@ class LocomotionEnvCfg:
     noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)
     reward_weights: dict[str, float] = field(default_factory=lambda: dict(FLAT_REWARD_WEIGHTS))
     feet_air_time_threshold: float = 0.5  # s
+    # Epistemic uncertainty up to this level goes unpenalised: the uncertainty term is
+    # w_u * max(0, epistemic - offset) * dt. 0 is RWM-U's penalty; an ensemble that disagrees
+    # even on its own training data (Offline logs it as Offline/validation_epistemic) can be offset by
+    # that level, so the penalty prices leaving the data rather than walking at all.
+    uncertainty_offset: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.episode_length_s > 0, f"env.episode_length_s = {self.episode_length_s}; expected > 0.")
+        check(math.isfinite(self.uncertainty_offset) and self.uncertainty_offset >= 0,
+              f"env.uncertainty_offset = {self.uncertainty_offset}; expected a finite number >= 0.")
         unknown = sorted(set(self.reward_weights) - set(REWARD_TERMS) - {"uncertainty"})
         check(not unknown, f"env.reward_weights has unknown term(s) {unknown}; expected names from "
                            f"{sorted(REWARD_TERMS)}.")
@@ -141,7 +148,8 @@ class LocomotionEnv:
             self.episode_sums[name] += value
             total += value
         if "uncertainty" in self.episode_sums:
-            value = self.sim.uncertainty * (self.uncertainty_weight * self.step_dt)
+            excess = (self.sim.uncertainty - self.cfg.uncertainty_offset).clamp(min=0.0)
+            value = excess * (self.uncertainty_weight * self.step_dt)
             self.episode_sums["uncertainty"] += value
             total += value
         return total

@@ -245,7 +245,7 @@ class OfflineLearning(RunnerExtension):
             suffix = "" if float(noise) == 0.0 else f"_noise_{noise}"
             scalars[f"Offline/validation_autoregressive_error{suffix}"] = float(metrics["relative_l1"])
             if float(noise) == 0.0:
-                for name in ("contact_accuracy", "termination_accuracy", "uncertainty_error_correlation"):
+                for name in ("contact_accuracy", "termination_accuracy", "uncertainty_error_correlation", "epistemic"):
                     if metrics.get(name) is not None:
                         scalars[f"Offline/validation_{name}"] = float(metrics[name])
         return scalars
@@ -272,7 +272,8 @@ class OfflineLearning(RunnerExtension):
         elif main and runner.cfg.runner.console != "none":
             print(f"[rwm offline] validation ({int(self.validation['Offline/validation_windows'])} windows of "
                   f"{int(self.validation['Offline/validation_length'])} steps from held-out episodes): "
-                  f"autoregressive relative L1 {self.validation['Offline/validation_autoregressive_error']:.4g}",
+                  f"autoregressive relative L1 {self.validation['Offline/validation_autoregressive_error']:.4g}, "
+                  f"mean epistemic uncertainty {self.validation.get('Offline/validation_epistemic', 0.0):.4g}",
                   flush=True)
         pending.update(self.validation)
         self._pending = pending
