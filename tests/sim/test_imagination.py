@@ -21,7 +21,7 @@ from rwm.envs.mdp.commands import CommandCfg
 from rwm.rl.normalizer import EmpiricalNormalization
 from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator
 from rwm.sim.mujoco import MujocoSimulator
-from rwm.sim.state import to_system_vectors
+from rwm.sim.state import STATE_SLICES, to_system_vectors
 from rwm.world_model import SystemDynamics, WorldModelCfg, WorldModelOutput
 from rwm.world_model.config import STATE_MEAN, STATE_STD
 from tests.conftest import make_quiet_env
@@ -303,6 +303,33 @@ def test_uncertainty_offset_leaves_the_level_below_it_unpenalised():
     assert (increment[epistemic <= offset] == 0).all() and (increment[epistemic > offset] < 0).all()
     with pytest.raises(ConfigError, match="env.uncertainty_offset = -1"):
         LocomotionEnvCfg(uncertainty_offset=-1.0)
+
+
+def test_a_base_tipped_past_fall_tilt_is_a_fall_whatever_the_termination_head_says():
+    M, N = 4, 4
+    model = Recorder(tiny_model(E=2, M=M))
+    model.force_termination = torch.zeros(N, dtype=torch.bool)  # the head predicts no fall anywhere
+    tilts = torch.tensor([0.0, 0.9, 1.2, 3.0])  # rad from upright; the limit is pi/3 = 1.047
+    gravity = torch.stack([torch.sin(tilts), torch.zeros(N), -torch.cos(tilts)], dim=-1)  # (N, 3)
+    observe = model.observe
+
+    def tipped_observe(z_state, z_action, model_ids=None, ids=None):
+        out = observe(z_state, z_action, model_ids=model_ids, ids=ids)
+        if ids is None and z_state.shape[1] == 1:  # a step: predict the tilted bases
+            raw = model.state_normalizer.inverse(out.mean)
+            raw[:, STATE_SLICES["projected_gravity"]] = 0.98 * gravity  # not unit length: the rule normalises
+            out.mean = model.state_normalizer(raw)
+        return out
+
+    model.observe = tipped_observe
+    sim = ImaginationSimulator(model, random_windows(M), N)
+    env = LocomotionEnv(LocomotionEnvCfg(), sim)
+    _, _, dones, extras = env.step(torch.zeros(N, 12))
+    assert dones.tolist() == [False, False, True, True] and not extras["time_outs"].any()
+    sim.cfg = ImaginationCfg(fall_tilt=math.pi)  # the rule off: only the head decides
+    assert not sim.step(torch.zeros(N, 12)).base_contact.any()
+    with pytest.raises(ConfigError, match="imagination.fall_tilt = 0"):
+        ImaginationCfg(fall_tilt=0.0)
 
 
 # ------------------------------------------------------------------------------ members

@@ -193,6 +193,7 @@ class FinetuneCfg:
     real_eval_seconds: float = 10.0
     sample_state: bool = False  # imagine with reparameterised samples instead of the mean
     member_per_episode: bool = True  # each imagined episode follows one ensemble member (RWM-U)
+    fall_tilt: float = math.pi / 3  # rad: an imagined base tilted further has fallen (ImaginationCfg.fall_tilt)
     # Recorded real data (an rwm dataset, e.g. `rwm dataset record` from the Pretrain run's
     # checkpoints) the world model keeps learning from beside the few new real robots, so its
     # updates follow the policy's new states without overwriting what it learned before.
@@ -200,6 +201,7 @@ class FinetuneCfg:
     dataset_share: float = 0.5  # share of every world-model mini-batch and of imagination's starts taken from it
 
     def __post_init__(self) -> None:
+        check(0 < self.fall_tilt <= math.pi, f"finetune.fall_tilt = {self.fall_tilt}; expected a value in (0, pi] rad.")
         check(0.0 <= self.dataset_share <= 1.0,
               f"finetune.dataset_share = {self.dataset_share}; expected a value in [0, 1].")
         check(self.num_real_envs >= 1, f"finetune.num_real_envs = {self.num_real_envs}; expected >= 1.")
@@ -231,8 +233,10 @@ class OfflineCfg:
     world_model_checkpoint: str = ""  # start from a trained world model (run checkpoint or `rwm import-upstream` file)
     sample_state: bool = False  # imagine with reparameterised samples instead of the mean
     member_per_episode: bool = True  # each imagined episode follows one ensemble member (RWM-U)
+    fall_tilt: float = math.pi / 3  # rad: an imagined base tilted further has fallen (ImaginationCfg.fall_tilt)
 
     def __post_init__(self) -> None:
+        check(0 < self.fall_tilt <= math.pi, f"offline.fall_tilt = {self.fall_tilt}; expected a value in (0, pi] rad.")
         check(0.0 <= self.validation_fraction < 1.0,
               f"offline.validation_fraction = {self.validation_fraction}; expected a value in [0, 1).")
         check(self.fit_updates >= -1, f"offline.fit_updates = {self.fit_updates}; expected >= 0 (or -1: automatic).")

@@ -117,7 +117,7 @@ def build_finetune(cfg, device: torch.device):
     simulator = ImaginationSimulator(
         model, initial_windows, cfg.num_envs,
         ImaginationCfg(sample_state=ft.sample_state, member_per_episode=ft.member_per_episode,
-                       step_dt=real_env.step_dt), device=device, seed=cfg.seed)
+                       fall_tilt=ft.fall_tilt, step_dt=real_env.step_dt), device=device, seed=cfg.seed)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     policy_state = pretrain_policy.state_dict() if (ft.load_policy and pretrain_policy is not None) else None
     return cfg, env, [ModelBasedFinetuning(cfg, learner, real_env, policy_state,

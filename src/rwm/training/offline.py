@@ -154,7 +154,8 @@ def build_offline(cfg, device: torch.device):
     step_dt = float(info.get("step_dt") or 0.02)  # the control period the data was recorded at
     simulator = ImaginationSimulator(
         learner.model, lambda n, generator: train_buffer.sample(n, history, generator), cfg.num_envs,
-        ImaginationCfg(sample_state=off.sample_state, member_per_episode=off.member_per_episode, step_dt=step_dt),
+        ImaginationCfg(sample_state=off.sample_state, member_per_episode=off.member_per_episode,
+                       fall_tilt=off.fall_tilt, step_dt=step_dt),
         device=device, seed=cfg.seed)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     extension = OfflineLearning(cfg, learner, val_buffer, fit_updates=fit_updates,
