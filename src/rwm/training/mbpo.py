@@ -107,7 +107,6 @@ def build_finetune(cfg, device: torch.device):
         raise ValueError(f"no real episode lasted the world model's history of {history} steps during the "
                          f"{ft.initial_real_steps} initial steps; raise finetune.initial_real_steps.")
 
-
     def initial_windows(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         draw_recorded = None if learner.recorded is None else (
             lambda m: learner.recorded.sample(m, history, generator))
