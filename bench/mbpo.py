@@ -97,9 +97,8 @@ def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
             "matmul_gflops_per_s": round(matmul, 1), "fraction_of_matmul": round(model_gflops / matmul, 3)}
 
 
-def record_mixed_dataset(pretrain_dir: Path, transitions: int, out: Path, num_envs: int = 256) -> int:
-    """Record `transitions` real transitions from the run's policies into `out` (see the docstring); returns
-    how many were recorded."""
+def record_mixed_dataset(pretrain_dir: Path, transitions: int, out: Path, num_envs: int = 256) -> None:
+    """Record `transitions` real transitions from the run's policies into `out` (see the docstring)."""
     from rwm.data.merge import merge_datasets
     from rwm.data.record import record_dataset
     from rwm.training.checkpoint import list_checkpoints
@@ -123,8 +122,6 @@ def record_mixed_dataset(pretrain_dir: Path, transitions: int, out: Path, num_en
     merge_datasets(parts, out, overwrite=True)
     for part in parts:
         part.unlink()
-    with DatasetReader(out) as reader:
-        return int(reader.num_transitions)
 
 
 def dataset_transitions(path: str | Path) -> int:

@@ -183,7 +183,7 @@ class ImaginationSimulator:
         gravity = system_state[:, STATE_SLICES["projected_gravity"]]  # (N, 3), -z is upright
         cos_tilt = -gravity[:, 2] / gravity.norm(dim=-1).clamp(min=1e-6)
         tipped = (cos_tilt < math.cos(self.cfg.fall_tilt)).unsqueeze(-1)  # (N, 1)
-        self._system_termination = torch.where(tipped, torch.ones_like(termination), termination)
+        self._system_termination = termination.masked_fill(tipped, 1.0)
         # World yaw rate = z row of R (body -> world) times omega; that row is -projected gravity.
         ang_vel = system_state[:, STATE_SLICES["base_ang_vel"]]
         heading = self._heading - self.step_dt * (ang_vel * gravity).sum(-1)

@@ -148,14 +148,12 @@ class WorldModelLearning(RunnerExtension):
                 return scalars
             share = 1.0
 
-        def draw_recorded(n: int) -> dict[str, torch.Tensor]:
-            return self.recorded.sample(n, window, self.generator)
-
-        def draw(n: int) -> dict[str, torch.Tensor]:
-            return self.buffer.sample(n, window, self.generator, env_ids=self.train_envs)
+        recorded = self.recorded
+        draw_recorded = None if recorded is None else (lambda n: recorded.sample(n, window, self.generator))
 
         def windows(n: int) -> dict[str, torch.Tensor]:
-            return mixed_windows(n, share, draw, draw_recorded if self.recorded is not None else None)
+            return mixed_windows(n, share, lambda m: self.buffer.sample(m, window, self.generator,
+                                                                        env_ids=self.train_envs), draw_recorded)
 
         if not self.normalizer_fitted:
             sample = windows(4096)
