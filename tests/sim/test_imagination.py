@@ -400,8 +400,8 @@ def test_bad_input_is_refused_with_clear_messages():
         sim.step([[0.0] * 12] * N)
     with pytest.raises(ValueError, match="history_horizon"):
         ImaginationSimulator(tiny_model(E=1, M=M), random_windows(M - 1), N)
-    with pytest.raises(ConfigError, match="step_dt"):
-        ImaginationCfg(step_dt=0.0)
+    with pytest.raises(ConfigError, match="step_dt = 0.0"):
+        ImaginationSimulator(tiny_model(E=1, M=M), random_windows(M), N, step_dt=0.0)
 
 
 def test_model_without_auxiliary_heads_predicts_no_contact_and_no_fall():

@@ -83,6 +83,23 @@ def test_offline_trains_in_imagination_without_a_simulator(dataset, tmp_path, no
     assert payload["config"]["offline"]["dataset"] == str(dataset)
 
 
+def test_the_uncertainty_penalty_starts_late_and_ramps_up(dataset, tmp_path, no_simulator):
+    from rwm.tasks.anymal_d_flat import OfflineCfg
+
+    ramp = OfflineCfg(penalty_start_iteration=2, penalty_ramp_iterations=4)
+    assert [ramp.penalty_scale(it) for it in range(8)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [OfflineCfg(penalty_start_iteration=1).penalty_scale(it) for it in range(3)] == [0.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="offline.penalty_ramp_iterations = -1"):
+        OfflineCfg(penalty_ramp_iterations=-1)
+
+    # 4 iterations: off in the first two, half of -1.0 in the third, whole in the fourth
+    cfg = offline_cfg(tmp_path, dataset, iterations=4, extra=("offline.penalty_start_iteration=2",
+                                                             "offline.penalty_ramp_iterations=2"))
+    runner, _ = train(cfg)
+    assert [row["Offline/penalty_scale"] for row in runner.history] == [0.0, 0.0, 0.5, 1.0]
+    assert runner.env.uncertainty_weight == -1.0
+
+
 def test_fitting_lowers_the_world_model_loss(dataset, tmp_path, no_simulator):
     cfg = offline_cfg(tmp_path, dataset, extra=("offline.fit_updates=2",))
     _, _, (ext,) = build_mode(cfg, torch.device("cpu"))

@@ -8,10 +8,11 @@ import re
 import pytest
 import torch
 
-from rwm.config import ConfigError, load_yaml
+from rwm.config import ConfigError, load_yaml, to_dict
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, INIT_REWARD_WEIGHTS
+from rwm.sim.imagination import ImaginationCfg
 from rwm.tasks import make_task_cfg
-from rwm.tasks.anymal_d_flat import PAPER_SCALE, TaskCfg, with_scale
+from rwm.tasks.anymal_d_flat import PAPER_SCALE, TaskCfg, stored_task_cfg, with_scale
 from rwm.training.checkpoint import load_checkpoint
 from rwm.training.runner import Runner, TrainingError, create_run_dir, resolve_train_config
 
@@ -102,6 +103,26 @@ def test_scale_paper_sets_the_published_sizes_and_later_overrides_win():
     offline = with_scale(make_task_cfg("Velocity-Flat-Anymal-D-Offline-v0"), "paper")
     assert offline.num_envs == 8192 and offline.runner.max_iterations == 500
     assert round(offline.env.episode_length_s / offline.sim.step_dt) == 256
+
+
+def test_stored_configs_of_earlier_versions_still_load():
+    # Earlier versions kept the imagination settings inside `finetune` / `offline`; their runs must
+    # still resume and evaluate, with those settings in the `imagination` section.
+    for task, section in (("Velocity-Flat-Anymal-D-Finetune-v0", "finetune"),
+                          ("Velocity-Flat-Anymal-D-Offline-v0", "offline")):
+        stored = to_dict(make_task_cfg(task))
+        del stored["imagination"]
+        stored[section].update(sample_state=True, member_per_episode=False, fall_tilt=1.0)
+        cfg = stored_task_cfg(stored, "model_600.pt")
+        assert (cfg.imagination.sample_state, cfg.imagination.member_per_episode, cfg.imagination.fall_tilt) == (
+            True, False, 1.0)
+        assert stored_task_cfg(to_dict(cfg), "model_600.pt") == cfg
+    stored = to_dict(make_task_cfg("Velocity-Flat-Anymal-D-Offline-v0"))
+    stored["imagination"]["fall_tilt"] = 0.0
+    with pytest.raises(ConfigError, match=r"stored in 'model_7.pt' is not valid here .*imagination.fall_tilt = 0.0"):
+        stored_task_cfg(stored, "model_7.pt")
+    with pytest.raises(ConfigError, match="apply to the Finetune and Offline tasks only"):
+        TaskCfg(imagination=ImaginationCfg())
 
 
 def test_cpu_scale_defaults_and_ppo_numbers():

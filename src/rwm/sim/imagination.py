@@ -60,7 +60,9 @@ _WINDOW_DIMS = {"state": STATE_DIM, "action": ACTION_DIM, "contact": CONTACT_DIM
 
 @dataclass
 class ImaginationCfg:
-    """How the world model is rolled out as a simulator."""
+    """How the world model is rolled out as a simulator (the `imagination` section of the Finetune
+    and Offline tasks). The control period is not a setting: it is the real task's (Finetune) or the
+    dataset's (Offline), given to `ImaginationSimulator` directly."""
 
     # Next state: a reparameterised sample of the (selected) member's Gaussian instead of its
     # mean. Upstream imagines with the mean (spec §5.3).
@@ -68,7 +70,6 @@ class ImaginationCfg:
     # RWM-U: every episode rolls out one ensemble member drawn at its reset (model_ids), so
     # episodes differ in the model they see; False uses the ensemble mean.
     member_per_episode: bool = True
-    step_dt: float = 0.02  # s, the control period the model was trained at (50 Hz)
     # rad. A predicted base tilted further than this from upright counts as a fall (base contact)
     # even when the termination head says otherwise: falls are rare in the data (88 terminal
     # records in a 1 M mixed dataset), so the head learns to almost never fire, and a policy in
@@ -81,8 +82,6 @@ class ImaginationCfg:
         check(isinstance(self.sample_state, bool), f"imagination.sample_state = {self.sample_state!r}; expected a bool.")
         check(isinstance(self.member_per_episode, bool),
               f"imagination.member_per_episode = {self.member_per_episode!r}; expected a bool.")
-        check(math.isfinite(self.step_dt) and self.step_dt > 0,
-              f"imagination.step_dt = {self.step_dt}; expected a finite number > 0.")
         check(0 < self.fall_tilt <= math.pi, f"imagination.fall_tilt = {self.fall_tilt}; expected a value in (0, pi] rad.")
 
 
@@ -98,11 +97,12 @@ class ImaginationSimulator:
             action[k] taken from state[k]; e.g. `lambda n, g: buffer.sample(n, M, g)`.
         num_envs: N.
         cfg: `ImaginationCfg`.
+        step_dt: s, the control period the model was trained at (50 Hz).
         seed: seeds the generator used for windows, members and samples.
     """
 
     def __init__(self, model, initial_windows: InitialWindows, num_envs: int, cfg: ImaginationCfg | None = None,
-                 device: str | torch.device = "cpu", seed: int = 0):
+                 device: str | torch.device = "cpu", seed: int = 0, step_dt: float = 0.02):
         check(isinstance(num_envs, int) and not isinstance(num_envs, bool) and num_envs >= 1,
               f"num_envs = {num_envs!r}; expected an integer >= 1.")
         if not callable(initial_windows):
@@ -113,7 +113,8 @@ class ImaginationSimulator:
         self.initial_windows = initial_windows
         self.num_envs = num_envs
         self.device = torch.device(device)
-        self.step_dt = self.cfg.step_dt
+        check(math.isfinite(step_dt) and step_dt > 0, f"step_dt = {step_dt}; expected a finite number > 0.")
+        self.step_dt = float(step_dt)
         self.history_horizon = int(model.cfg.history_horizon)  # M
         self.ensemble_size = int(model.ensemble_size)  # E
         self.generator = torch.Generator(device=self.device)

@@ -24,13 +24,15 @@ written ``config.yaml`` records both the label and every resolved value.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from rwm.config import ConfigError, apply_overrides, check
+from rwm.config import ConfigError, apply_overrides, check, from_dict
 from rwm.envs.locomotion_env import LocomotionEnvCfg
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, IMAGINATION_TERMINATION_PENALTY, INIT_REWARD_WEIGHTS
+from rwm.sim.imagination import ImaginationCfg
 from rwm.sim.mujoco import MujocoSimCfg
 from rwm.world_model.config import WorldModelCfg
 
@@ -191,9 +193,6 @@ class FinetuneCfg:
     real_eval_interval: int = 50  # iterations between evaluations in the real simulator (`rwm play` metrics)
     real_eval_num_envs: int = 64
     real_eval_seconds: float = 10.0
-    sample_state: bool = False  # imagine with reparameterised samples instead of the mean
-    member_per_episode: bool = True  # each imagined episode follows one ensemble member (RWM-U)
-    fall_tilt: float = math.pi / 3  # rad: an imagined base tilted further has fallen (ImaginationCfg.fall_tilt)
     # Recorded real data (an rwm dataset, e.g. `rwm dataset record` from the Pretrain run's
     # checkpoints) the world model keeps learning from beside the few new real robots, so its
     # updates follow the policy's new states without overwriting what it learned before.
@@ -201,7 +200,6 @@ class FinetuneCfg:
     dataset_share: float = 0.5  # share of every world-model mini-batch and of imagination's starts taken from it
 
     def __post_init__(self) -> None:
-        check(0 < self.fall_tilt <= math.pi, f"finetune.fall_tilt = {self.fall_tilt}; expected a value in (0, pi] rad.")
         check(0.0 <= self.dataset_share <= 1.0,
               f"finetune.dataset_share = {self.dataset_share}; expected a value in [0, 1].")
         check(self.num_real_envs >= 1, f"finetune.num_real_envs = {self.num_real_envs}; expected >= 1.")
@@ -231,12 +229,18 @@ class OfflineCfg:
     fit_updates: int = -1
     updates_per_iteration: int = 0  # world-model mini-batch updates per iteration during policy learning (0: frozen)
     world_model_checkpoint: str = ""  # start from a trained world model (run checkpoint or `rwm import-upstream` file)
-    sample_state: bool = False  # imagine with reparameterised samples instead of the mean
-    member_per_episode: bool = True  # each imagined episode follows one ensemble member (RWM-U)
-    fall_tilt: float = math.pi / 3  # rad: an imagined base tilted further has fallen (ImaginationCfg.fall_tilt)
+    # The uncertainty penalty is off before iteration `penalty_start_iteration` (0-based), then grows
+    # linearly to its full weight over `penalty_ramp_iterations` (0: at once). Learning to walk
+    # under the full penalty from the first iteration, PPO settles on standing, where the ensemble
+    # agrees; a late penalty acts on a policy that already walks.
+    penalty_start_iteration: int = 0
+    penalty_ramp_iterations: int = 0
 
     def __post_init__(self) -> None:
-        check(0 < self.fall_tilt <= math.pi, f"offline.fall_tilt = {self.fall_tilt}; expected a value in (0, pi] rad.")
+        check(self.penalty_start_iteration >= 0,
+              f"offline.penalty_start_iteration = {self.penalty_start_iteration}; expected >= 0.")
+        check(self.penalty_ramp_iterations >= 0,
+              f"offline.penalty_ramp_iterations = {self.penalty_ramp_iterations}; expected >= 0.")
         check(0.0 <= self.validation_fraction < 1.0,
               f"offline.validation_fraction = {self.validation_fraction}; expected a value in [0, 1).")
         check(self.fit_updates >= -1, f"offline.fit_updates = {self.fit_updates}; expected >= 0 (or -1: automatic).")
@@ -247,6 +251,14 @@ class OfflineCfg:
         if self.fit_updates >= 0:
             return self.fit_updates
         return 0 if self.world_model_checkpoint else 2000
+
+    def penalty_scale(self, iteration: int) -> float:
+        """Share of the full uncertainty penalty applied in iteration `iteration` (0-based)."""
+        if iteration < self.penalty_start_iteration:
+            return 0.0
+        if self.penalty_ramp_iterations == 0:
+            return 1.0
+        return min(1.0, (iteration - self.penalty_start_iteration + 1) / self.penalty_ramp_iterations)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -269,6 +281,7 @@ class TaskCfg:
     world_model_learning: WorldModelLearningCfg | None = None
     finetune: FinetuneCfg | None = None  # Finetune only
     offline: OfflineCfg | None = None  # Offline only
+    imagination: ImaginationCfg | None = None  # how the world model is rolled out (Finetune, Offline)
 
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, f"num_envs = {self.num_envs}; expected >= 1.")
@@ -281,6 +294,9 @@ class TaskCfg:
               f"'{self.task_id}' is mode '{self.mode}'.")
         check(self.offline is None or self.mode == "offline",
               f"the 'offline' settings (e.g. --dataset) apply to the Offline task only; "
+              f"'{self.task_id}' is mode '{self.mode}'.")
+        check(self.imagination is None or self.mode in ("finetune", "offline"),
+              f"the 'imagination' settings apply to the Finetune and Offline tasks only; "
               f"'{self.task_id}' is mode '{self.mode}'.")
         if self.world_model_learning is not None and self.world_model is not None:
             window = self.world_model.history_horizon + 1
@@ -330,6 +346,28 @@ def with_scale(cfg: TaskCfg, scale: Scale) -> TaskCfg:
         items += [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
                   for key, value in PAPER_SCALE[cfg.mode].items()]
     return apply_overrides(cfg, items)
+
+
+# Settings stored by earlier versions under another section: (old section, key) -> new section.
+_MOVED_SETTINGS = {(section, key): "imagination" for section in ("finetune", "offline")
+                   for key in ("sample_state", "member_per_episode", "fall_tilt")}
+
+
+def stored_task_cfg(data: Mapping[str, Any], source: str | Path) -> TaskCfg:
+    """The `TaskCfg` a checkpoint stored (its "config"), with settings that have since moved section
+    carried over, so runs of earlier versions still resume and evaluate."""
+    data = {name: dict(value) if isinstance(value, Mapping) else value for name, value in data.items()}
+    for (old, key), new in _MOVED_SETTINGS.items():
+        if isinstance(data.get(old), dict) and key in data[old]:
+            value = data[old].pop(key)
+            if isinstance(data.get(new), dict):
+                data[new].setdefault(key, value)
+            elif data.get(new) is None:
+                data[new] = {key: value}
+    try:
+        return from_dict(TaskCfg, data)
+    except ConfigError as error:
+        raise ConfigError(f"the configuration stored in '{source}' is not valid here ({error}).") from None
 
 
 def split_scale(overrides: Sequence[str]) -> tuple[Scale | None, list[str]]:
@@ -384,7 +422,8 @@ def finetune_cfg() -> TaskCfg:
     # policy's new states at a quarter of Pretrain's update cost, which would otherwise dominate.
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Finetune-v0", mode="finetune", env=env,
                    runner=RunnerCfg(run_name="finetune"), world_model=WorldModelCfg(num_mini_batches=1),
-                   world_model_learning=WorldModelLearningCfg(), finetune=FinetuneCfg())
+                   world_model_learning=WorldModelLearningCfg(), finetune=FinetuneCfg(),
+                   imagination=ImaginationCfg())
 
 
 def offline_cfg() -> TaskCfg:
@@ -395,7 +434,8 @@ def offline_cfg() -> TaskCfg:
                            episode_length_s=IMAGINED_EPISODE_S)
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Offline-v0", mode="offline", env=env,
                    runner=RunnerCfg(run_name="offline"), world_model=WorldModelCfg(),
-                   world_model_learning=WorldModelLearningCfg(), offline=OfflineCfg())
+                   world_model_learning=WorldModelLearningCfg(), offline=OfflineCfg(),
+                   imagination=ImaginationCfg())
 
 
 def visualize_cfg() -> TaskCfg:

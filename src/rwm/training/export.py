@@ -19,9 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rwm.config import ConfigError, from_dict
 from rwm.rl import ActorCritic
-from rwm.tasks.anymal_d_flat import TaskCfg
+from rwm.tasks.anymal_d_flat import TaskCfg, stored_task_cfg
 from rwm.training.checkpoint import load_checkpoint, obs_layout
 
 __all__ = ["PolicyExport", "policy_from_checkpoint", "export_policy", "EXPORT_TOLERANCE"]
@@ -57,10 +56,7 @@ def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device =
     from rwm.training.runner import build_actor_critic
 
     payload = load_checkpoint(path, expected_layout=obs_layout(POLICY_OBS_DIM, NUM_JOINTS), map_location=device)
-    try:
-        cfg = from_dict(TaskCfg, payload["config"])
-    except ConfigError as error:
-        raise ConfigError(f"the configuration stored in '{path}' is not valid here ({error}).") from None
+    cfg = stored_task_cfg(payload["config"], path)
     policy = build_actor_critic(cfg, POLICY_OBS_DIM, NUM_JOINTS)
     try:
         policy.load_state_dict(payload["model_state_dict"])

@@ -65,7 +65,7 @@ def recorded_buffer(path: str, history: int, step_dt: float, device: torch.devic
 def build_finetune(cfg, device: torch.device):
     """(cfg with the loaded model's architecture, imagination env, [ModelBasedFinetuning]) for a Finetune run."""
     from rwm.envs.scripted_policies import StandingPolicy
-    from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator
+    from rwm.sim.imagination import ImaginationSimulator
     from rwm.tasks import make_env
     from rwm.training.export import policy_from_checkpoint
 
@@ -114,9 +114,8 @@ def build_finetune(cfg, device: torch.device):
                              draw_recorded)
 
     simulator = ImaginationSimulator(
-        model, initial_windows, cfg.num_envs,
-        ImaginationCfg(sample_state=ft.sample_state, member_per_episode=ft.member_per_episode,
-                       fall_tilt=ft.fall_tilt, step_dt=real_env.step_dt), device=device, seed=cfg.seed)
+        model, initial_windows, cfg.num_envs, cfg.imagination, device=device, seed=cfg.seed,
+        step_dt=real_env.step_dt)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     policy_state = pretrain_policy.state_dict() if (ft.load_policy and pretrain_policy is not None) else None
     return cfg, env, [ModelBasedFinetuning(cfg, learner, real_env, policy_state,

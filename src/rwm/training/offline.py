@@ -97,7 +97,7 @@ def episodes_buffer(reader, episodes, device: torch.device | str, num_lanes: int
 def build_offline(cfg, device: torch.device):
     """(cfg, imagination env, [OfflineLearning]) for an Offline run; never constructs a simulator."""
     from rwm.data import DatasetReader
-    from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator
+    from rwm.sim.imagination import ImaginationSimulator
 
     off = cfg.offline
     if off is None:
@@ -154,9 +154,7 @@ def build_offline(cfg, device: torch.device):
     step_dt = float(info.get("step_dt") or 0.02)  # the control period the data was recorded at
     simulator = ImaginationSimulator(
         learner.model, lambda n, generator: train_buffer.sample(n, history, generator), cfg.num_envs,
-        ImaginationCfg(sample_state=off.sample_state, member_per_episode=off.member_per_episode,
-                       fall_tilt=off.fall_tilt, step_dt=step_dt),
-        device=device, seed=cfg.seed)
+        cfg.imagination, device=device, seed=cfg.seed, step_dt=step_dt)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     extension = OfflineLearning(cfg, learner, val_buffer, fit_updates=fit_updates,
                                 dataset_info={**info, "train_episodes": len(train_eps),
@@ -182,6 +180,7 @@ class OfflineLearning(RunnerExtension):
         self._epistemic = 0.0
         self._imagined_steps = 0
         self._imagined_resets = 0
+        self._penalty_scale = 1.0
 
     # ------------------------------------------------------------------ world model
     def _rounds(self, mini_batches: int) -> int:
@@ -278,11 +277,17 @@ class OfflineLearning(RunnerExtension):
                   flush=True)
         pending.update(self.validation)
         self._pending = pending
+        self._set_penalty(runner, runner.current_iteration)
         # imagination was primed with the model as it was when the env was built: start it afresh
         env = runner.env
         env.reset()
         if runner.cfg.runner.init_at_random_ep_len and callable(getattr(env, "randomize_episode_lengths", None)):
             env.randomize_episode_lengths()
+
+    def _set_penalty(self, runner, iteration: int) -> None:
+        """The uncertainty reward weight of iteration `iteration`: the configured one, scaled by the ramp."""
+        self._penalty_scale = self.off.penalty_scale(iteration)
+        runner.env.uncertainty_weight = self.cfg.env.reward_weights.get("uncertainty", 0.0) * self._penalty_scale
 
     def on_env_step(self, runner, obs, actions, rewards, dones, extras) -> None:
         sim = runner.env.sim
@@ -294,8 +299,10 @@ class OfflineLearning(RunnerExtension):
         scalars = {
             "Imagination/epistemic_uncertainty": self._epistemic / max(1, self._imagined_steps),
             "Imagination/reset_share": self._imagined_resets / max(1, self._imagined_steps * runner.num_envs),
+            "Offline/penalty_scale": self._penalty_scale,
         }
         self._epistemic, self._imagined_steps, self._imagined_resets = 0.0, 0, 0
+        self._set_penalty(runner, iteration + 1)
         scalars.update(self._pending)
         self._pending = {}
         rounds = self._rounds(self.off.updates_per_iteration)

@@ -49,9 +49,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from rwm.config import ConfigError, apply_overrides, from_dict, save_yaml, to_dict
+from rwm.config import apply_overrides, save_yaml, to_dict
 from rwm.rl import PPO, ActorCritic
-from rwm.tasks.anymal_d_flat import TaskCfg, split_scale, with_scale
+from rwm.tasks.anymal_d_flat import TaskCfg, split_scale, stored_task_cfg, with_scale
 from rwm.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
@@ -487,10 +487,7 @@ def resolve_train_config(task_id: str | None = None, overrides: Sequence[str] = 
     if resume is not None:
         checkpoint = find_checkpoint(resume)
         payload = load_checkpoint(checkpoint)
-        try:
-            cfg = from_dict(TaskCfg, payload["config"])
-        except ConfigError as error:
-            raise ConfigError(f"the configuration stored in '{checkpoint}' is not valid here ({error}).") from None
+        cfg = stored_task_cfg(payload["config"], checkpoint)
         if task_id is not None and task_id != cfg.task_id:
             raise ValueError(f"--task {task_id} differs from the task of the run being resumed ({cfg.task_id}).")
         if scale is not None and scale != cfg.scale:

@@ -137,7 +137,7 @@ def compare(cfg, policy, model, *, seconds: float, warmup_seconds: float, video_
     window = start_windows(buffer, obs, M)
     model.eval()
     imagination = ImaginationSimulator(model, lambda count, generator: window, n,
-                                       ImaginationCfg(member_per_episode=False, step_dt=dt), device=device)
+                                       ImaginationCfg(member_per_episode=False), device=device, step_dt=dt)
 
     L = M + horizon
     true = {key: torch.zeros(n, L, dim, device=device) for key, _, dim in _SYSTEM}  # raw
