@@ -47,6 +47,26 @@ def test_commands_stay_in_range_and_resample_on_time():
     assert env.command_manager.command.abs().max() <= 1.0
 
 
+def test_a_random_first_duration_changes_commands_within_short_episodes():
+    # 1 s commands, 0.5 s of stepping: with the whole first duration nothing changes; with a random
+    # share of it, about half the environments get a new command, and the next ones last 1 s again
+    for random_first, expect_changes in ((False, False), (True, True)):
+        env = make_quiet_env(num_envs=64, commands=CommandCfg(resampling_time_s=(1.0, 1.0), heading_control=False,
+                                                              standing_fraction=0.0,
+                                                              random_first_duration=random_first))
+        left = env.command_manager.time_left.clone()
+        first = env.command_manager.command.clone()
+        for _ in range(25):  # 0.5 s
+            env.step(torch.zeros(64, 12))
+        changed = (env.command_manager.command != first).any(-1)
+        if expect_changes:
+            assert 0.0 < left.min() and left.max() <= 1.0 and left.std() > 0.1
+            assert 16 <= int(changed.sum()) <= 48
+            assert torch.all(env.command_manager.time_left[changed] > 0.5)  # resampled with the full 1 s
+        else:
+            assert torch.all(left == 1.0) and not changed.any()
+
+
 @pytest.mark.parametrize("actions, message", [
     (torch.zeros(8, 11), "shape"),
     (torch.zeros(7, 12), "shape"),

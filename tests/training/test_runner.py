@@ -125,6 +125,16 @@ def test_stored_configs_of_earlier_versions_still_load():
         TaskCfg(imagination=ImaginationCfg())
 
 
+def test_imagined_episodes_see_commands_change_and_evaluation_keeps_the_common_schedule():
+    from rwm.training.evaluation import eval_config
+
+    assert not make_task_cfg("Velocity-Flat-Anymal-D-Init-v0").env.commands.random_first_duration
+    for task in ("Velocity-Flat-Anymal-D-Finetune-v0", "Velocity-Flat-Anymal-D-Offline-v0"):
+        cfg = make_task_cfg(task)
+        assert cfg.env.commands.random_first_duration  # 5.12 s episodes, 10 s commands
+        assert not eval_config(cfg).env.commands.random_first_duration
+
+
 def test_cpu_scale_defaults_and_ppo_numbers():
     cfg = make_task_cfg("Velocity-Flat-Anymal-D-Init-v0")
     assert cfg.scale == "cpu" and cfg.num_envs == 1024 and cfg.runner.num_steps_per_env == 24

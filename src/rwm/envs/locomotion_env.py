@@ -164,7 +164,7 @@ class LocomotionEnv:
 
     def _reset_envs(self, ids: torch.Tensor) -> None:
         self.state = self.sim.reset(ids)
-        self.command_manager.resample(ids)
+        self.command_manager.reset(ids)
         self.episode_length_buf[ids] = 0
         self.action[ids] = 0.0
         self.last_action[ids] = 0.0

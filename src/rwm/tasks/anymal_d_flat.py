@@ -412,11 +412,20 @@ def pretrain_cfg() -> TaskCfg:
 IMAGINED_EPISODE_S = 5.12
 
 
-def finetune_cfg() -> TaskCfg:
-    """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
-    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": 0.0,
+def imagined_env_cfg(uncertainty_weight: float) -> LocomotionEnvCfg:
+    """The task as Finetune and Offline imagine it: the flat weights with a priced fall and the
+    uncertainty penalty, 256-step episodes, and a first command that lasts a random share of its
+    10 s, so that short imagined episodes also see commands change."""
+    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": uncertainty_weight,
                                            "termination_penalty": IMAGINATION_TERMINATION_PENALTY},
                            episode_length_s=IMAGINED_EPISODE_S)
+    env.commands.random_first_duration = True
+    return env
+
+
+def finetune_cfg() -> TaskCfg:
+    """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
+    env = imagined_env_cfg(uncertainty_weight=0.0)
     env.noise.enabled = False  # spec §2.1: no observation corruption in Finetune
     # The model arrives trained (Pretrain): one mini-batch per iteration keeps it following the
     # policy's new states at a quarter of Pretrain's update cost, which would otherwise dominate.
@@ -429,9 +438,7 @@ def finetune_cfg() -> TaskCfg:
 def offline_cfg() -> TaskCfg:
     """Mode Offline (RWM-U, spec §11): world model fitted on a dataset, PPO in its imagination with the
     uncertainty penalty; observation noise stays on (the lite pipeline's setting)."""
-    env = LocomotionEnvCfg(reward_weights={**FLAT_REWARD_WEIGHTS, "uncertainty": -1.0,
-                                           "termination_penalty": IMAGINATION_TERMINATION_PENALTY},
-                           episode_length_s=IMAGINED_EPISODE_S)
+    env = imagined_env_cfg(uncertainty_weight=-1.0)
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Offline-v0", mode="offline", env=env,
                    runner=RunnerCfg(run_name="offline"), world_model=WorldModelCfg(),
                    world_model_learning=WorldModelLearningCfg(), offline=OfflineCfg(),

@@ -75,6 +75,8 @@ def eval_config(cfg: TaskCfg, num_envs: int | None = None, seed: int | None = No
         f"device={device if device is not None else cfg.device}",
         f"env.noise.enabled={str(e.observation_noise).lower()}",
         f"sim.randomization.push={str(e.pushes).lower()}",
+        # every policy meets the same command schedule, whatever its task trained with
+        "env.commands.random_first_duration=false",
     ])
 
 

@@ -23,6 +23,11 @@ class CommandCfg:
     heading_control: bool = True  # wz* = clip(stiffness * wrap(heading* - heading))
     heading: tuple[float, float] = (-math.pi, math.pi)  # rad, range of heading targets
     heading_stiffness: float = 0.5
+    # An episode's first command lasts a uniform share of its resampling time. Imagined episodes
+    # (5.12 s) are shorter than the 10 s a command lasts, so without this a policy trained in
+    # imagination never sees the command change under its own gait, and falls at the switch when
+    # a real 20 s episode brings it.
+    random_first_duration: bool = False
 
     def __post_init__(self) -> None:
         for key in ("resampling_time_s", "lin_vel_x", "lin_vel_y", "ang_vel_z", "heading"):
@@ -67,6 +72,12 @@ class VelocityCommand:
         self.command[ids, 2] = self._uniform(n, self.cfg.ang_vel_z)
         self.heading_target[ids] = self._uniform(n, self.cfg.heading)
         self.is_standing[ids] = torch.rand(n, generator=self.generator, device=self.device) < self.cfg.standing_fraction
+
+    def reset(self, ids: torch.Tensor) -> None:
+        """New commands for episodes that start again."""
+        self.resample(ids)
+        if self.cfg.random_first_duration and len(ids):
+            self.time_left[ids] *= torch.rand(len(ids), generator=self.generator, device=self.device)
 
     def update(self, state: RobotState, dt: float) -> None:
         """Advance timers by dt, resample the due commands, apply heading control and standing."""
