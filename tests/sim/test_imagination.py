@@ -309,7 +309,7 @@ def test_a_base_tipped_past_fall_tilt_is_a_fall_whatever_the_termination_head_sa
     M, N = 4, 4
     model = Recorder(tiny_model(E=2, M=M))
     model.force_termination = torch.zeros(N, dtype=torch.bool)  # the head predicts no fall anywhere
-    tilts = torch.tensor([0.0, 0.9, 1.2, 3.0])  # rad from upright; the limit is pi/3 = 1.047
+    tilts = torch.tensor([0.0, 0.6, 0.8, 3.0])  # rad from upright; the default limit is 0.7 (40 deg)
     gravity = torch.stack([torch.sin(tilts), torch.zeros(N), -torch.cos(tilts)], dim=-1)  # (N, 3)
     observe = model.observe
 
