@@ -78,6 +78,7 @@ def test_evaluation_metrics_follow_their_definitions(trained_run):
     fallen = evaluate_policy(cfg, flail, num_envs=8, seconds=2.0, progress=False)
     assert fallen["fall_rate"] >= 0.5 and fallen["falls"] >= 4
     assert fallen["mean_episode_length_s"] is not None and fallen["mean_episode_length_s"] < 2.0
+    assert fallen["falls_after_start"] == fallen["falls"] and fallen["falls_after_command_change"] == 0
 
     # Every environment commanded to stand still, and a policy that holds still: tracking ~1, no falls.
     from rwm.config import apply_overrides
@@ -90,6 +91,19 @@ def test_evaluation_metrics_follow_their_definitions(trained_run):
     assert calm["mean_episode_length_s"] is None
     assert calm["tracking_lin_vel"] > 0.98 and calm["tracking_ang_vel"] > 0.98
     assert calm["lin_vel_error"] < 0.05 and fallen["tracking_lin_vel"] < 0.6
+
+    # Standing through a calm start, then flailing from 3.2 s, 0.2 s after the commands change at
+    # 3 s: every fall comes within 2 s of the change and more than 3 s into its episode.
+    stand, steps = StandingPolicy(8), [0]
+
+    def stand_then_flail(obs):
+        steps[0] += 1
+        return stand(obs) if steps[0] <= 160 else flail(obs)
+
+    switch_cfg = apply_overrides(standing_cfg, ["env.commands.standing_fraction=0.0",
+                                                "env.commands.resampling_time_s=[3.0, 3.0]"])
+    late = evaluate_policy(switch_cfg, stand_then_flail, num_envs=8, seconds=5.0, progress=False)
+    assert late["falls_after_command_change"] == late["falls"] >= 2 and late["falls_after_start"] == 0
 
 
 def test_play_renders_a_video(run_copy, capsys):

@@ -17,6 +17,9 @@ acts deterministically (its mean) for ``seconds`` of simulated time. The metrics
     episodes that end in a fall.
 ``falls_per_env_minute``
     all falls (an environment can fall again after its reset) per environment and simulated minute.
+``falls_after_start`` / ``falls_after_command_change``
+    falls within the first 3 s of an episode, and other falls within 2 s of a change of the
+    commanded planar velocity: where policies trained in short imagined episodes fail.
 ``mean_episode_length_s``
     mean length of the episodes that ended inside the window (falls and time-outs); None if none did.
 
@@ -41,6 +44,8 @@ from rwm.tasks.anymal_d_flat import TaskCfg
 __all__ = ["evaluate_policy", "eval_config", "TRACKING_SIGMA_SQ"]
 
 TRACKING_SIGMA_SQ = 0.25  # the reward kernels' width: exp(-error^2 / 0.25)
+START_WINDOW_S = 3.0  # a fall this soon after its episode began counts in falls_after_start
+COMMAND_CHANGE_WINDOW_S = 2.0  # ... this soon after a new planar command, in falls_after_command_change
 
 
 class _StateRecorder:
@@ -121,12 +126,22 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
     time_outs = 0
     episode_steps = torch.zeros(n, dtype=torch.long, device=dev)
     finished_lengths: list[int] = []
+    start_steps = round(START_WINDOW_S / env.step_dt)
+    change_steps = round(COMMAND_CHANGE_WINDOW_S / env.step_dt)
+    never = steps + change_steps + 1
+    steps_since_change = torch.full((n,), never, dtype=torch.long, device=dev)
+    last_planar_command = env.command_manager.command[:, :2].clone()  # (N, 2)
+    falls_after_start = falls_after_change = 0
 
     start = time.perf_counter()
     obs = env.get_observations()["policy"]
     with torch.inference_mode():
         for t in tqdm(range(steps), desc="rwm play", unit="step", leave=False, disable=not progress):
             command = env.command_manager.command.clone()  # (N, 3) in effect during this step
+            # a new planar command within an episode (a new episode's first one is not a change)
+            changed = (command[:, :2] != last_planar_command).any(dim=1) & (episode_steps > 0)
+            steps_since_change[changed] = 0
+            last_planar_command = command[:, :2].clone()
             actions = policy(obs)
             obs_dict, _, dones, extras = env.step(actions)
             obs = obs_dict["policy"]
@@ -138,14 +153,19 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
             lin_err += torch.sqrt(lin_sq).sum()
             ang_err += torch.sqrt(ang_sq).sum()
             episode_steps += 1
+            steps_since_change += 1
             fall = dones & ~extras["time_outs"]
             fell |= fall
             falls += int(fall.sum())
+            early = episode_steps <= start_steps
+            falls_after_start += int((fall & early).sum())
+            falls_after_change += int((fall & ~early & (steps_since_change <= change_steps)).sum())
             time_outs += int(extras["time_outs"].sum())
             ended = torch.nonzero(dones).flatten()
             if len(ended):
                 finished_lengths.extend(episode_steps[ended].tolist())
                 episode_steps[ended] = 0
+                steps_since_change[ended] = never
             if video is not None and t < video_steps and (t + 1) % video_stride == 0:
                 video.capture()
     elapsed = time.perf_counter() - start
@@ -159,6 +179,8 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
         "fall_rate": float(fell.float().mean()),
         "falls": falls,
         "falls_per_env_minute": falls / n / (steps * env.step_dt / 60.0),
+        "falls_after_start": falls_after_start,
+        "falls_after_command_change": falls_after_change,
         "time_outs": time_outs,
         "mean_episode_length_s": (sum(finished_lengths) / len(finished_lengths) * env.step_dt
                                   if finished_lengths else None),
