@@ -348,22 +348,19 @@ def with_scale(cfg: TaskCfg, scale: Scale) -> TaskCfg:
     return apply_overrides(cfg, items)
 
 
-# Settings stored by earlier versions under another section: (old section, key) -> new section.
-_MOVED_SETTINGS = {(section, key): "imagination" for section in ("finetune", "offline")
-                   for key in ("sample_state", "member_per_episode", "fall_tilt")}
+# Settings that earlier versions stored in `finetune` or `offline` and that now live in `imagination`.
+_MOVED_TO_IMAGINATION = ("sample_state", "member_per_episode", "fall_tilt")
 
 
 def stored_task_cfg(data: Mapping[str, Any], source: str | Path) -> TaskCfg:
     """The `TaskCfg` a checkpoint stored (its "config"), with settings that have since moved section
     carried over, so runs of earlier versions still resume and evaluate."""
     data = {name: dict(value) if isinstance(value, Mapping) else value for name, value in data.items()}
-    for (old, key), new in _MOVED_SETTINGS.items():
-        if isinstance(data.get(old), dict) and key in data[old]:
-            value = data[old].pop(key)
-            if isinstance(data.get(new), dict):
-                data[new].setdefault(key, value)
-            elif data.get(new) is None:
-                data[new] = {key: value}
+    for old in ("finetune", "offline"):
+        moved = {key: data[old].pop(key) for key in _MOVED_TO_IMAGINATION
+                 if isinstance(data.get(old), dict) and key in data[old]}
+        if moved and (data.get("imagination") is None or isinstance(data["imagination"], dict)):
+            data["imagination"] = {**moved, **(data.get("imagination") or {})}
     try:
         return from_dict(TaskCfg, data)
     except ConfigError as error:

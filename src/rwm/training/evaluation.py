@@ -131,7 +131,8 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
     never = steps + change_steps + 1
     steps_since_change = torch.full((n,), never, dtype=torch.long, device=dev)
     last_planar_command = env.command_manager.command[:, :2].clone()  # (N, 2)
-    falls_after_start = falls_after_change = 0
+    falls_after_start = torch.zeros((), dtype=torch.long, device=dev)  # summed on the device: no per-step sync
+    falls_after_change = torch.zeros_like(falls_after_start)
 
     start = time.perf_counter()
     obs = env.get_observations()["policy"]
@@ -141,7 +142,7 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
             # a new planar command within an episode (a new episode's first one is not a change)
             changed = (command[:, :2] != last_planar_command).any(dim=1) & (episode_steps > 0)
             steps_since_change[changed] = 0
-            last_planar_command = command[:, :2].clone()
+            last_planar_command = command[:, :2]  # `command` is this step's own copy
             actions = policy(obs)
             obs_dict, _, dones, extras = env.step(actions)
             obs = obs_dict["policy"]
@@ -158,8 +159,8 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
             fell |= fall
             falls += int(fall.sum())
             early = episode_steps <= start_steps
-            falls_after_start += int((fall & early).sum())
-            falls_after_change += int((fall & ~early & (steps_since_change <= change_steps)).sum())
+            falls_after_start += (fall & early).sum()
+            falls_after_change += (fall & ~early & (steps_since_change <= change_steps)).sum()
             time_outs += int(extras["time_outs"].sum())
             ended = torch.nonzero(dones).flatten()
             if len(ended):
@@ -179,8 +180,8 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
         "fall_rate": float(fell.float().mean()),
         "falls": falls,
         "falls_per_env_minute": falls / n / (steps * env.step_dt / 60.0),
-        "falls_after_start": falls_after_start,
-        "falls_after_command_change": falls_after_change,
+        "falls_after_start": int(falls_after_start),
+        "falls_after_command_change": int(falls_after_change),
         "time_outs": time_outs,
         "mean_episode_length_s": (sum(finished_lengths) / len(finished_lengths) * env.step_dt
                                   if finished_lengths else None),
