@@ -11,7 +11,9 @@ Stages, each timed:
               (or `--finetune-run DIR` to reuse one)
 A reused run's wall-clock is its own (the last `elapsed_s` in its metrics.jsonl).
   evaluate    the Finetune policy and the Init PPO policy (`--ppo-run`, default the latest
-              bench/ppo_init.py run) measured alike, as `rwm play` (>= 100 environments x 20 s)
+              bench/ppo_init.py run) measured alike, as `rwm play` (`--eval-envs`, default 512,
+              x 20 s: a fall rate near 5 % is a handful of robots, and at 128 environments one
+              evaluation seed against another moves it by 0.03)
   throughput  imagined control steps/s at 4096 environments against the real simulator's, in
               the same run, with the machine's large-matmul GFLOP/s beside it
 
@@ -151,6 +153,8 @@ def main() -> None:
     parser.add_argument("--finetune-dataset", type=Path, default=None,
                         help="an existing recording for Finetune's world model (finetune.dataset)")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
+    parser.add_argument("--eval-envs", type=int, default=512,
+                        help="real environments each policy is evaluated in, 20 s each (default 512)")
     parser.add_argument("--result-name", default="mbpo", help="bench/results/<name>.json of a full run (default mbpo)")
     args = parser.parse_args()
     quick = args.quick
@@ -205,7 +209,7 @@ def main() -> None:
 
     # 3. Both policies in the real simulator, measured alike
     start = time.perf_counter()
-    eval_envs, eval_seconds = (8, 2.0) if quick else (128, 20.0)
+    eval_envs, eval_seconds = (8, 2.0) if quick else (args.eval_envs, 20.0)
     mbpo = evaluate_policy(finetune_cfg, finetune_policy, num_envs=eval_envs, seconds=eval_seconds, progress=False)
     ppo_run, ppo, ppo_steps = evaluate_ppo_reference(args.ppo_run, eval_envs, eval_seconds)
     walls["evaluate"] = round(time.perf_counter() - start, 1)
@@ -221,6 +225,8 @@ def main() -> None:
         "tracking_ratio_vs_ppo": None if ppo is None else round(mbpo["tracking_lin_vel"] / ppo["tracking_lin_vel"], 4),
         "ppo_tracking_lin_vel": None if ppo is None else round(ppo["tracking_lin_vel"], 4),
         "fall_rate": round(mbpo["fall_rate"], 4),
+        "falls": {key: mbpo[key] for key in ("falls", "falls_after_start", "falls_after_command_change")},
+        "eval_envs": eval_envs, "eval_seconds": eval_seconds,
         "imagination_vs_real_speed": throughput["imagination_vs_real_speed"],
         "throughput": throughput,
         "real_transitions_mbpo": int(pretrain_steps + recorded_transitions + finetune_transitions),

@@ -49,6 +49,24 @@ def test_tiny_finetune_run_learns_in_imagination_and_checkpoints(pretrain_run, t
     assert payload["config"]["world_model"]["rnn_hidden_size"] == 32  # the loaded model's architecture
 
 
+def test_a_resumed_finetune_run_keeps_its_replay_buffer(pretrain_run, tmp_path, capsys):
+    first, _ = train(finetune_cfg(tmp_path, pretrain_run, iterations=2))
+    saved = load_checkpoint(first.log_dir / "model_2.pt")["finetune_replay_buffer"]
+    saved_records = int(saved["num_added"].sum())
+    assert saved_records >= 4 * 24 + 2 * 4 * 8  # initial steps + 2 iterations (+ terminal records)
+
+    resumed, _ = train(finetune_cfg(tmp_path, pretrain_run, iterations=3), resume_from=first.log_dir)
+    buffer = resumed.extensions[0].learner.buffer
+    # A fresh buffer would hold only the 4 x 24 initial steps of the resumed run and one iteration.
+    assert int(buffer.num_added.sum()) >= saved_records + 4 * 8
+    assert resumed.history[-1]["Real/transitions"] == 4 * 24 + 3 * 4 * 8
+
+    # A run resumed with other real robots keeps going on fresh real data, and says so.
+    train(finetune_cfg(tmp_path, pretrain_run, iterations=4, extra=("finetune.num_real_envs=2",)),
+          resume_from=first.log_dir)
+    assert "not restoring the checkpoint's replay buffer" in capsys.readouterr().out
+
+
 def test_warmup_iterations_leave_the_policy_unchanged(pretrain_run, tmp_path):
     cfg = finetune_cfg(tmp_path, pretrain_run, iterations=2, extra=("finetune.warmup_iterations=2",))
     cfg, env, extensions = build_mode(cfg, torch.device("cpu"))

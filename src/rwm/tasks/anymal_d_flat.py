@@ -190,9 +190,11 @@ class FinetuneCfg:
     real_steps_per_iteration: int = 24  # real control steps per environment and iteration
     initial_real_steps: int = 100  # real steps collected before imagining (>= the model's history)
     warmup_iterations: int = 0  # iterations that update only the world model (paper: 500)
-    real_eval_interval: int = 50  # iterations between evaluations in the real simulator (`rwm play` metrics)
+    real_eval_interval: int = 100  # iterations between evaluations in the real simulator (`rwm play` metrics)
     real_eval_num_envs: int = 64
-    real_eval_seconds: float = 10.0
+    # A whole 20 s episode, as `rwm play`: its command changes at 10 s, and most falls of a policy
+    # trained in imagination come within 2 s of a command change, which a 10 s evaluation never sees.
+    real_eval_seconds: float = 20.0
     # Recorded real data (an rwm dataset, e.g. `rwm dataset record` from the Pretrain run's
     # checkpoints) the world model keeps learning from beside the few new real robots, so its
     # updates follow the policy's new states without overwriting what it learned before.

@@ -181,8 +181,21 @@ class ModelBasedFinetuning(RunnerExtension):
         return scalars
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.learner.state_dict(), "finetune_real_transitions": self.real_transitions}
+        # The replay buffer is small here (num_real_envs x replay_capacity records, ~4 MB at the
+        # defaults) and travels with the checkpoint: a resumed run that restarted from the few
+        # initial real steps would draw most of its model updates and imagination starts from a
+        # handful of windows for the ~40 iterations it takes to refill.
+        return {**self.learner.state_dict(), "finetune_real_transitions": self.real_transitions,
+                "finetune_replay_buffer": self.learner.buffer.state_dict()}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         self.learner.load_state_dict(checkpoint)
         self.real_transitions = int(checkpoint.get("finetune_real_transitions", self.real_transitions))
+        saved = checkpoint.get("finetune_replay_buffer")
+        if saved is None:  # checkpoints of earlier versions
+            return
+        try:
+            self.learner.buffer.load_state_dict(saved)
+        except ValueError as error:  # finetune.num_real_envs or the replay capacity changed on resume
+            print(f"[rwm finetune] not restoring the checkpoint's replay buffer ({error}); continuing from the "
+                  "real data collected at start.", flush=True)
