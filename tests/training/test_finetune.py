@@ -35,7 +35,8 @@ def finetune_cfg(log_root, load_run, iterations=2, extra=()):
 
 def test_tiny_finetune_run_learns_in_imagination_and_checkpoints(pretrain_run, tmp_path):
     runner, summary = train(finetune_cfg(tmp_path, pretrain_run, iterations=2,
-                                         extra=("env.reward_weights.uncertainty=-1.0",)))
+                                         extra=("env.reward_weights.uncertainty=-1.0",
+                                                "imagination.episode_start_share=0.5")))
     assert summary["iterations"] == 2
     assert type(runner.env.sim).__name__ == "ImaginationSimulator"  # PPO's data is imagined
     last = runner.history[-1]
@@ -150,9 +151,9 @@ def test_finetune_keeps_learning_from_a_recorded_dataset(pretrain_run, standing_
     drawn = []
     sample = learner.recorded.sample
 
-    def counting_sample(n, length, generator=None, env_ids=None):
+    def counting_sample(n, length, generator=None, **options):
         drawn.append((n, length))
-        return sample(n, length, generator, env_ids)
+        return sample(n, length, generator, **options)
 
     learner.recorded.sample = counting_sample
     runner = Runner(cfg, env=env, log_dir=create_run_dir(cfg), extensions=extensions)

@@ -162,3 +162,8 @@ def test_the_device_must_exist():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_train_config(None, [], device="cuda")
+
+
+def test_the_imagination_episode_start_share_is_a_share():
+    with pytest.raises(ConfigError, match=re.escape("imagination.episode_start_share = 1.5; expected a value in [0, 1]")):
+        resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", ["imagination.episode_start_share=1.5"], num_envs=4)

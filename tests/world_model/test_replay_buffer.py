@@ -135,6 +135,25 @@ def test_window_continuous_across_physical_wrap_is_valid():
     assert batch["state"][0, :, COUNTER].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
 
 
+def test_a_share_of_windows_begins_with_an_episode():
+    buffer = ReplayBuffer(2, 30, state_dim=6, action_dim=2, contact_dim=3)
+    events = [[CONTINUE, CONTINUE]] * 20
+    events[6], events[13] = [FALL, CONTINUE], [TIME_OUT, CONTINUE]
+    log = _fill(buffer, events)
+    first_records = {(e, records[0][0]) for e, records in enumerate(log)}
+    first_records |= {(e, b[0]) for e, records in enumerate(log) for a, b in zip(records, records[1:]) if a[1] != b[1]}
+    batch = buffer.sample(400, 3, generator=torch.Generator().manual_seed(0), episode_start_share=0.5)
+    _check_windows(batch, buffer, 3)
+    begins = [(int(w[0, ENV]), int(w[0, COUNTER])) in first_records for w in batch["state"]]
+    assert all(begins[:200])
+    assert not all(begins[200:])  # the rest are drawn among all valid windows (4 of ~50 begin an episode)
+
+    wrapped = ReplayBuffer(1, 5, state_dim=6, action_dim=2, contact_dim=3)
+    _fill(wrapped, [[CONTINUE]] * 8)  # the episode's first record is overwritten: uniform draws instead
+    batch = wrapped.sample(3, 5, generator=torch.Generator().manual_seed(0), episode_start_share=1.0)
+    assert batch["state"][:, 0, COUNTER].tolist() == [3.0, 3.0, 3.0]
+
+
 def test_terminal_record_is_last_and_keeps_its_flag():
     buffer = ReplayBuffer(1, 20, state_dim=6, action_dim=2, contact_dim=3)
     _fill(buffer, [[CONTINUE], [CONTINUE], [FALL], [CONTINUE], [TIME_OUT]])

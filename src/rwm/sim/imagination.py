@@ -79,12 +79,19 @@ class ImaginationCfg:
     # iterations at 40 deg took its real fall rate from 0.13 to 0.06, where 300 at 60 deg had not
     # lowered it (0.12 -> 0.13). pi turns the rule off.
     fall_tilt: float = 0.7
+    # Share of imagined episodes that start from a window beginning with a recorded episode, i.e.
+    # with the robot one history length (0.64 s) after a real reset. Uniform draws almost never
+    # start there, yet real episodes begin at a reset and policies trained in imagination fall in
+    # their first 1.5 s.
+    episode_start_share: float = 0.0
 
     def __post_init__(self) -> None:
         check(isinstance(self.sample_state, bool), f"imagination.sample_state = {self.sample_state!r}; expected a bool.")
         check(isinstance(self.member_per_episode, bool),
               f"imagination.member_per_episode = {self.member_per_episode!r}; expected a bool.")
         check(0 < self.fall_tilt <= math.pi, f"imagination.fall_tilt = {self.fall_tilt}; expected a value in (0, pi] rad.")
+        check(0.0 <= self.episode_start_share <= 1.0,
+              f"imagination.episode_start_share = {self.episode_start_share}; expected a value in [0, 1].")
 
 
 class ImaginationSimulator:

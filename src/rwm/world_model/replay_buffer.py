@@ -159,12 +159,14 @@ class ReplayBuffer:
         return int(valid[self._env_mask(env_ids)].sum())
 
     def sample(self, batch_size: int, length: int, generator: torch.Generator | None = None,
-               env_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               env_ids: torch.Tensor | None = None, episode_start_share: float = 0.0) -> dict[str, torch.Tensor]:
         """`batch_size` windows drawn uniformly with replacement among the valid ones.
 
         Returns {"state", "action", "contact", "termination"}: each (batch_size, length, d), raw.
         `env_ids` restricts the draw to those environments (e.g. environments held out for
-        evaluation). `generator` must live on the buffer's device.
+        evaluation). The first round(`episode_start_share` x batch_size) windows are drawn among
+        those that begin with an episode (uniformly among all valid ones when there is none).
+        `generator` must live on the buffer's device.
         """
         self._check_length(length)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -178,9 +180,15 @@ class ReplayBuffer:
             raise ValueError(f"the replay buffer holds no valid window of length {length} "
                              f"(longest stored stretch per env is at most {stored} records, episodes may be "
                              f"shorter); collect more data or ask for shorter windows.")
-        pick = torch.randint(flat.numel(), (batch_size,), generator=generator, device=self.device)
-        chosen = flat[pick]  # (B,) flat index into (N, C-L+1)
-        width = valid.shape[1]
+        chosen = flat[torch.randint(flat.numel(), (batch_size,), generator=generator, device=self.device)]
+        width = valid.shape[1]  # chosen: (B,) flat indices into (N, C-L+1)
+        num_first = round(episode_start_share * batch_size)
+        if num_first:
+            begins = self.episode_start.gather(1, self._logical_index())[:, :width].flatten()  # (N * width,)
+            first = flat[begins[flat]]
+            if first.numel():
+                pick = torch.randint(first.numel(), (num_first,), generator=generator, device=self.device)
+                chosen[:num_first] = first[pick]
         env, start = chosen // width, chosen % width  # (B,), (B,)
         oldest = (self.write_pos[env] - self.num_stored[env]) % self.capacity  # (B,)
         offsets = torch.arange(length, device=self.device)
