@@ -127,13 +127,15 @@ class ReplayBuffer:
         oldest = (self.write_pos - self.num_stored) % self.capacity  # (N,)
         return (oldest[:, None] + torch.arange(self.capacity, device=self.device)) % self.capacity
 
-    def _valid(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(valid (N, C-L+1) bool over logical starts, flat indices of the valid entries); cached until a write."""
+    def _valid(self, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(valid (N, C-L+1) bool over logical starts, flat indices of the valid entries, begins
+        (N * (C-L+1),) bool: the window's first record starts an episode); cached until a write."""
         if length in self._valid_cache:
             return self._valid_cache[length]
         n, c = self.num_envs, self.capacity
         if length > c:
             valid = torch.zeros(n, 0, dtype=torch.bool, device=self.device)
+            begins = valid
         else:
             phys = self._logical_index()  # (N, C)
             terminal = self.terminal.gather(1, phys)  # (N, C) in time order
@@ -146,14 +148,15 @@ class ReplayBuffer:
             start = torch.arange(c - length + 1, device=self.device)
             stored = start[None, :] + length <= self.num_stored[:, None]  # never crosses the seam
             valid = no_break & stored
-        result = (valid, torch.nonzero(valid.flatten()).flatten())
+            begins = starts[:, :c - length + 1]
+        result = (valid, torch.nonzero(valid.flatten()).flatten(), begins.flatten())
         self._valid_cache[length] = result
         return result
 
     def num_valid_windows(self, length: int, env_ids: torch.Tensor | None = None) -> int:
         """How many distinct valid windows of `length` records exist (optionally among `env_ids`)."""
         self._check_length(length)
-        valid, flat = self._valid(length)
+        valid, flat, _ = self._valid(length)
         if env_ids is None:
             return int(flat.numel())
         return int(valid[self._env_mask(env_ids)].sum())
@@ -171,7 +174,7 @@ class ReplayBuffer:
         self._check_length(length)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size = {batch_size!r}; expected an integer >= 1.")
-        valid, flat = self._valid(length)
+        valid, flat, begins = self._valid(length)
         if env_ids is not None:
             masked = valid & self._env_mask(env_ids)[:, None]
             flat = torch.nonzero(masked.flatten()).flatten()
@@ -180,15 +183,13 @@ class ReplayBuffer:
             raise ValueError(f"the replay buffer holds no valid window of length {length} "
                              f"(longest stored stretch per env is at most {stored} records, episodes may be "
                              f"shorter); collect more data or ask for shorter windows.")
-        chosen = flat[torch.randint(flat.numel(), (batch_size,), generator=generator, device=self.device)]
-        width = valid.shape[1]  # chosen: (B,) flat indices into (N, C-L+1)
-        num_first = round(episode_start_share * batch_size)
+        first = flat[begins[flat]] if episode_start_share > 0 else flat[:0]  # valid windows that begin an episode
+        num_first = round(episode_start_share * batch_size) if first.numel() else 0
+        chosen = flat[torch.randint(flat.numel(), (batch_size - num_first,), generator=generator, device=self.device)]
         if num_first:
-            begins = self.episode_start.gather(1, self._logical_index())[:, :width].flatten()  # (N * width,)
-            first = flat[begins[flat]]
-            if first.numel():
-                pick = torch.randint(first.numel(), (num_first,), generator=generator, device=self.device)
-                chosen[:num_first] = first[pick]
+            pick = torch.randint(first.numel(), (num_first,), generator=generator, device=self.device)
+            chosen = torch.cat([first[pick], chosen])
+        width = valid.shape[1]  # chosen: (B,) flat indices into (N, C-L+1)
         env, start = chosen // width, chosen % width  # (B,), (B,)
         oldest = (self.write_pos[env] - self.num_stored[env]) % self.capacity  # (B,)
         offsets = torch.arange(length, device=self.device)
