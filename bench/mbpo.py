@@ -237,6 +237,7 @@ def main() -> None:
         "pretrain_run": str(pretrain_dir), "finetune_run": str(finetune_dir),
         "ppo_run": None if ppo_run is None else str(ppo_run),
         "finetune_iterations": iterations,
+        "finetune_overrides": list(args.finetune_overrides),  # beyond the task defaults
     }, quick)
 
 

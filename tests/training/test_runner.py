@@ -167,3 +167,12 @@ def test_the_device_must_exist():
 def test_the_imagination_episode_start_share_is_a_share():
     with pytest.raises(ConfigError, match=re.escape("imagination.episode_start_share = 1.5; expected a value in [0, 1]")):
         resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", ["imagination.episode_start_share=1.5"], num_envs=4)
+
+
+def test_the_imagination_start_shares_leave_room_for_each_other():
+    with pytest.raises(ConfigError, match=re.escape("imagination.before_fall_share = 0.8; expected a value in [0, 1 - "
+                                                    "imagination.episode_start_share] = [0, 0.75]")):
+        resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", ["imagination.episode_start_share=0.25",
+                                                                    "imagination.before_fall_share=0.8"], num_envs=4)
+    with pytest.raises(ConfigError, match=re.escape("imagination.before_fall_s = 0.0; expected a number of seconds > 0")):
+        resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0", ["imagination.before_fall_s=0"], num_envs=4)

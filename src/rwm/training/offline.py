@@ -152,9 +152,9 @@ def build_offline(cfg, device: torch.device):
     learner.holdout_envs = torch.arange(0, device=device)
 
     step_dt = float(info.get("step_dt") or 0.02)  # the control period the data was recorded at
+    draw = cfg.imagination.window_draw(step_dt)
     simulator = ImaginationSimulator(
-        learner.model, lambda n, generator: train_buffer.sample(
-            n, history, generator, episode_start_share=cfg.imagination.episode_start_share), cfg.num_envs,
+        learner.model, lambda n, generator: train_buffer.sample(n, history, generator, **draw), cfg.num_envs,
         cfg.imagination, device=device, seed=cfg.seed, step_dt=step_dt)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     extension = OfflineLearning(cfg, learner, val_buffer, fit_updates=fit_updates,
