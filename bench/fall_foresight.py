@@ -30,16 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator  # noqa: E402
-from rwm.sim.state import ACTION_DIM, CONTACT_DIM, STATE_DIM, TERMINATION_DIM  # noqa: E402
+from rwm.sim.state import ACTION_DIM  # noqa: E402
 from rwm.tasks import make_env  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint  # noqa: E402
 from rwm.training.evaluation import eval_config  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
+from rwm.training.visualize import SYSTEM_STREAMS as STREAMS  # noqa: E402
 from rwm.training.world_model_learning import load_world_model_file  # noqa: E402
-
-STREAMS = (("state", "system_state", STATE_DIM), ("contact", "system_contact", CONTACT_DIM),
-           ("termination", "system_termination", TERMINATION_DIM))
-
 
 @torch.inference_mode()
 def record_real(policy, cfg, num_envs: int, seconds: float, seed: int):

@@ -73,9 +73,9 @@ class ImaginationCfg:
     # rad. A predicted base tilted further than this from upright counts as a fall (base contact)
     # even when the termination head says otherwise: falls are rare in the data (404 of the 1 M
     # records of the benchmark's mixed dataset), so the head learns to almost never fire, and a
-    # policy in imagination then rolls the robot over without ending its episode. Real robots that are not
-    # falling stay below 27 deg on flat ground (99.9 % of that dataset's records); real falls pass
-    # 20-50 deg half a second before the base touches down. Continuing a Finetune run for 300
+    # policy in imagination then rolls the robot over without ending its episode. Real robots that
+    # are not falling stay below 27 deg on flat ground (99.9 % of that dataset's records); real
+    # falls pass 20-50 deg half a second before the base touches down. Continuing a Finetune run for 300
     # iterations at 40 deg took its real fall rate from 0.13 to 0.06, where 300 at 60 deg had not
     # lowered it (0.12 -> 0.13). pi turns the rule off.
     fall_tilt: float = 0.7

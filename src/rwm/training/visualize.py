@@ -46,8 +46,9 @@ from rwm.world_model.evaluation import ERROR_GROUPS, relative_l1
 
 VISUALIZE_TASK = "Velocity-Flat-Anymal-D-Visualize-v0"
 GHOST_OFFSET_M = 1.0  # the imagined robot starts this far to the left of the real one
-_SYSTEM = (("state", "system_state", STATE_DIM), ("contact", "system_contact", CONTACT_DIM),
-           ("termination", "system_termination", TERMINATION_DIM))
+# (window key, observation group, width) of the system vectors a world model predicts
+SYSTEM_STREAMS = (("state", "system_state", STATE_DIM), ("contact", "system_contact", CONTACT_DIM),
+                  ("termination", "system_termination", TERMINATION_DIM))
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -86,7 +87,7 @@ def start_windows(buffer, current: dict[str, torch.Tensor], length: int) -> dict
     phys = (buffer.write_pos[:, None] - k + torch.arange(k, device=device)) % buffer.capacity  # (N, k)
     rows = torch.arange(n, device=device)[:, None].expand_as(phys)
     window = {}
-    for key, group, _ in _SYSTEM:
+    for key, group, _ in SYSTEM_STREAMS:
         window[key] = torch.cat([buffer.data[key][rows, phys], current[group].to(device).float().unsqueeze(1)], 1)
     window["action"] = torch.cat([buffer.data["action"][rows, phys], torch.zeros(n, 1, ACTION_DIM, device=device)], 1)
     return window
@@ -140,8 +141,8 @@ def compare(cfg, policy, model, *, seconds: float, warmup_seconds: float, video_
                                        ImaginationCfg(member_per_episode=False), device=device, step_dt=dt)
 
     L = M + horizon
-    true = {key: torch.zeros(n, L, dim, device=device) for key, _, dim in _SYSTEM}  # raw
-    pred = {key: torch.zeros(n, L, dim, device=device) for key, _, dim in _SYSTEM}
+    true = {key: torch.zeros(n, L, dim, device=device) for key, _, dim in SYSTEM_STREAMS}  # raw
+    pred = {key: torch.zeros(n, L, dim, device=device) for key, _, dim in SYSTEM_STREAMS}
     for key, series in true.items():
         series[:, :M] = window[key]
         pred[key][:, :M] = window[key]
@@ -184,12 +185,12 @@ def compare(cfg, policy, model, *, seconds: float, warmup_seconds: float, video_
         imagined = imagination.step(actions)
         t = M + h  # trajectory index of the state this step reached
         actions_taken[:, t - 1] = actions
-        reached = {group: obs[group].clone() for _, group, _ in _SYSTEM}
+        reached = {group: obs[group].clone() for _, group, _ in SYSTEM_STREAMS}
         if "terminal" in extras:  # the state an episode ended in, before the environment reset it
             ids = extras["terminal"]["ids"]
-            for _, group, _ in _SYSTEM:
+            for _, group, _ in SYSTEM_STREAMS:
                 reached[group][ids] = extras["terminal"][group]
-        for (key, group, _), value in zip(_SYSTEM, to_system_vectors(imagined)):
+        for (key, group, _), value in zip(SYSTEM_STREAMS, to_system_vectors(imagined)):
             true[key][:, t] = reached[group]
             pred[key][:, t] = value
         compared[:, h] = alive

@@ -63,7 +63,8 @@ class ReplayBuffer:
         self.num_added = torch.zeros(n, dtype=torch.long, device=dev)  # (N,) records ever written
         self._next_starts_episode = torch.ones(n, dtype=torch.bool, device=dev)  # (N,)
         self._env_range = torch.arange(n, device=dev)
-        self._valid_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._valid_cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._steps_to_fall_cache: dict[int, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ writing
     def add(self, state: torch.Tensor, action: torch.Tensor, contact: torch.Tensor,
@@ -120,6 +121,7 @@ class ReplayBuffer:
         self.num_stored[ids] = torch.clamp(self.num_stored[ids] + 1, max=self.capacity)
         self.num_added[ids] += 1
         self._valid_cache.clear()
+        self._steps_to_fall_cache.clear()
 
     # ------------------------------------------------------------------ windows
     def _logical_index(self) -> torch.Tensor:
@@ -127,18 +129,15 @@ class ReplayBuffer:
         oldest = (self.write_pos - self.num_stored) % self.capacity  # (N,)
         return (oldest[:, None] + torch.arange(self.capacity, device=self.device)) % self.capacity
 
-    def _valid(self, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _valid(self, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(valid (N, C-L+1) bool over logical starts, flat indices of the valid entries, begins
-        (N * (C-L+1),) bool: the window's first record starts an episode, steps_to_fall
-        (N * (C-L+1),) long: records from the window's last one to the fall that ends its episode,
-        -1 when the episode ends otherwise or is not over); cached until a write."""
+        (N * (C-L+1),) bool: the window's first record starts an episode); cached until a write."""
         if length in self._valid_cache:
             return self._valid_cache[length]
         n, c = self.num_envs, self.capacity
         if length > c:
             valid = torch.zeros(n, 0, dtype=torch.bool, device=self.device)
             begins = valid
-            steps_to_fall = torch.zeros(n, 0, dtype=torch.long, device=self.device)
         else:
             phys = self._logical_index()  # (N, C)
             terminal = self.terminal.gather(1, phys)  # (N, C) in time order
@@ -152,31 +151,38 @@ class ReplayBuffer:
             stored = start[None, :] + length <= self.num_stored[:, None]  # never crosses the seam
             valid = no_break & stored
             begins = starts[:, :c - length + 1]
-            steps_to_fall = self._steps_to_fall(phys, terminal, breaks)[:, length - 1:]
-        result = (valid, torch.nonzero(valid.flatten()).flatten(), begins.flatten(), steps_to_fall.flatten())
+        result = (valid, torch.nonzero(valid.flatten()).flatten(), begins.flatten())
         self._valid_cache[length] = result
         return result
 
-    def _steps_to_fall(self, phys: torch.Tensor, terminal: torch.Tensor, breaks: torch.Tensor) -> torch.Tensor:
-        """(N, C) long in time order: records from record j to the terminal record of a fall that ends
-        j's episode (0 on that record itself), -1 when j's episode ends without a fall or is not over."""
-        n, c = terminal.shape
+    def _steps_to_fall(self, length: int) -> torch.Tensor:
+        """(N * (C-L+1),) long over logical window starts: records from the window's last one to the
+        terminal record of the fall that ends its episode, -1 when the episode ends otherwise or is
+        not over (only meaningful for valid windows); cached until a write."""
+        if length in self._steps_to_fall_cache:
+            return self._steps_to_fall_cache[length]
+        n, c = self.num_envs, self.capacity
+        phys = self._logical_index()  # (N, C)
+        terminal = self.terminal.gather(1, phys)  # (N, C) in time order
+        starts = self.episode_start.gather(1, phys)
         index = torch.arange(c, device=self.device).expand(n, c)
-        last = torch.zeros(n, c, dtype=torch.bool, device=self.device)  # record j is its stretch's last
-        last[:, :-1] = breaks
-        last |= index == (self.num_stored[:, None] - 1)  # the newest record ends the stored stretch
+        last = torch.zeros(n, c, dtype=torch.bool, device=self.device)  # record j ends its stretch
+        last[:, :-1] = terminal[:, :-1] | starts[:, 1:]
+        last |= index == (self.num_stored[:, None] - 1)  # the newest record ends the stored data
         end = torch.where(last, index, torch.full_like(index, c))
         end = end.flip(1).cummin(1).values.flip(1)  # (N, C) index of j's stretch's last record
-        end_clamped = end.clamp(max=c - 1)
         fell = self.data["termination"].gather(1, phys[..., None].expand(n, c, self.dims["termination"]))
         fell = (fell > 0.5).any(-1) & terminal  # (N, C) terminal record of a fall
-        ends_in_fall = (end < c) & fell.gather(1, end_clamped) & (end < self.num_stored[:, None])
-        return torch.where(ends_in_fall, end - index, torch.full_like(index, -1))
+        ends_in_fall = (end < self.num_stored[:, None]) & fell.gather(1, end.clamp(max=c - 1))
+        steps = torch.where(ends_in_fall, end - index, torch.full_like(index, -1))  # per record
+        result = steps[:, length - 1:].flatten()  # per window: its last record's
+        self._steps_to_fall_cache[length] = result
+        return result
 
     def num_valid_windows(self, length: int, env_ids: torch.Tensor | None = None) -> int:
         """How many distinct valid windows of `length` records exist (optionally among `env_ids`)."""
         self._check_length(length)
-        valid, flat, _, _ = self._valid(length)
+        valid, flat, _ = self._valid(length)
         if env_ids is None:
             return int(flat.numel())
         return int(valid[self._env_mask(env_ids)].sum())
@@ -197,7 +203,7 @@ class ReplayBuffer:
         self._check_length(length)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size = {batch_size!r}; expected an integer >= 1.")
-        valid, flat, begins, steps_to_fall = self._valid(length)
+        valid, flat, begins = self._valid(length)
         if env_ids is not None:
             masked = valid & self._env_mask(env_ids)[:, None]
             flat = torch.nonzero(masked.flatten()).flatten()
@@ -210,7 +216,7 @@ class ReplayBuffer:
         if episode_start_share > 0:
             groups.append((flat[begins[flat]], episode_start_share))
         if before_fall_share > 0:
-            steps = steps_to_fall[flat]
+            steps = self._steps_to_fall(length)[flat]
             groups.append((flat[(steps >= 1) & (steps <= before_fall_steps)], before_fall_share))
         parts, remaining = [], batch_size
         for candidates, share in groups:
@@ -292,3 +298,4 @@ class ReplayBuffer:
         # the environments that will feed this buffer next are not where the saved ones stopped
         self.start_new_episodes()
         self._valid_cache.clear()
+        self._steps_to_fall_cache.clear()
