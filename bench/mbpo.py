@@ -13,12 +13,15 @@ A reused run's wall-clock is its own (the last `elapsed_s` in its metrics.jsonl)
   evaluate    the Finetune policy and the Init PPO policy (`--ppo-run`, default the latest
               bench/ppo_init.py run) measured alike, as `rwm play` (`--eval-envs`, default 512,
               x 20 s: a fall rate near 5 % is a handful of robots, and at 128 environments one
-              evaluation seed against another moves it by 0.03)
+              evaluation seed against another moves it by 0.03); then the run's
+              `--recent-checkpoints` saved checkpoints before the last, measured the same way,
+              since the fall rate moves by several points between checkpoints 50 iterations apart
   throughput  imagined control steps/s at 4096 environments against the real simulator's, in
               the same run, with the machine's large-matmul GFLOP/s beside it
 
 Prints one JSON object as the last line: tracking_ratio_vs_ppo, fall_rate,
-imagination_vs_real_speed, real_transitions_mbpo, real_transitions_ppo, wall_clock_s (per stage).
+imagination_vs_real_speed, real_transitions_mbpo, real_transitions_ppo, wall_clock_s (per stage),
+and fall_rate_recent (last checkpoint and the ones before it) with its mean.
 `--quick` is a seconds-long smoke run of the same path at tiny sizes.
 """
 
@@ -47,7 +50,7 @@ from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
 from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy  # noqa: E402
 from rwm.sim.imagination import ImaginationSimulator  # noqa: E402
 from rwm.tasks import make_env  # noqa: E402
-from rwm.training.checkpoint import find_checkpoint, load_checkpoint  # noqa: E402
+from rwm.training.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint  # noqa: E402
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
 from rwm.training.runner import resolve_train_config, train  # noqa: E402
@@ -155,6 +158,8 @@ def main() -> None:
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
     parser.add_argument("--eval-envs", type=int, default=512,
                         help="real environments each policy is evaluated in, 20 s each (default 512)")
+    parser.add_argument("--recent-checkpoints", type=int, default=4, metavar="N",
+                        help="also evaluate the N saved checkpoints before the last (default 4)")
     parser.add_argument("--result-name", default="mbpo", help="bench/results/<name>.json of a full run (default mbpo)")
     args = parser.parse_args()
     quick = args.quick
@@ -212,6 +217,11 @@ def main() -> None:
     eval_envs, eval_seconds = (8, 2.0) if quick else (args.eval_envs, 20.0)
     mbpo = evaluate_policy(finetune_cfg, finetune_policy, num_envs=eval_envs, seconds=eval_seconds, progress=False)
     ppo_run, ppo, ppo_steps = evaluate_ppo_reference(args.ppo_run, eval_envs, eval_seconds)
+    recent_falls = {iterations: round(mbpo["fall_rate"], 4)}
+    for path in list_checkpoints(finetune_dir)[-1 - args.recent_checkpoints:-1] if args.recent_checkpoints > 0 else []:
+        policy, cfg, payload = policy_from_checkpoint(path)
+        result = evaluate_policy(cfg, policy.act_inference, num_envs=eval_envs, seconds=eval_seconds, progress=False)
+        recent_falls[int(payload["iter"])] = round(result["fall_rate"], 4)
     walls["evaluate"] = round(time.perf_counter() - start, 1)
 
     # 4. Imagination vs real throughput
@@ -225,6 +235,8 @@ def main() -> None:
         "tracking_ratio_vs_ppo": None if ppo is None else round(mbpo["tracking_lin_vel"] / ppo["tracking_lin_vel"], 4),
         "ppo_tracking_lin_vel": None if ppo is None else round(ppo["tracking_lin_vel"], 4),
         "fall_rate": round(mbpo["fall_rate"], 4),
+        "fall_rate_recent": {str(k): recent_falls[k] for k in sorted(recent_falls)},
+        "fall_rate_recent_mean": round(sum(recent_falls.values()) / len(recent_falls), 4),
         "falls": {key: mbpo[key] for key in ("falls", "falls_after_start", "falls_after_command_change")},
         "eval_envs": eval_envs, "eval_seconds": eval_seconds,
         "imagination_vs_real_speed": throughput["imagination_vs_real_speed"],
