@@ -36,7 +36,9 @@ from rwm.training.checkpoint import find_checkpoint  # noqa: E402
 from rwm.training.evaluation import eval_config  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
 from rwm.training.visualize import SYSTEM_STREAMS as STREAMS  # noqa: E402
+from rwm.training.visualize import system_states_reached  # noqa: E402
 from rwm.training.world_model_learning import load_world_model_file  # noqa: E402
+
 
 @torch.inference_mode()
 def record_real(policy, cfg, num_envs: int, seconds: float, seed: int):
@@ -58,11 +60,9 @@ def record_real(policy, cfg, num_envs: int, seconds: float, seed: int):
         actions = policy(obs["policy"])
         traj["action"][:, t] = actions
         obs, _, dones, extras = env.step(actions)
+        reached = system_states_reached(obs, extras)
         for key, group, _ in STREAMS:
-            reached = obs[group].float().clone()
-            if "terminal" in extras:  # the state an episode ended in, before the reset replaced it
-                reached[extras["terminal"]["ids"]] = extras["terminal"][group].float()
-            traj[key][:, t + 1] = reached
+            traj[key][:, t + 1] = reached[group].float()
         episode_begin[:, t + 1] = begin
         fell = dones & ~extras["time_outs"].bool()
         falls += [(int(e), t + 1) for e in torch.nonzero(fell).flatten()]

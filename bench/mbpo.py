@@ -162,6 +162,8 @@ def main() -> None:
                         help="also evaluate the N saved checkpoints before the last (default 4)")
     parser.add_argument("--result-name", default="mbpo", help="bench/results/<name>.json of a full run (default mbpo)")
     args = parser.parse_args()
+    if args.recent_checkpoints < 0:
+        parser.error(f"--recent-checkpoints {args.recent_checkpoints}: expected 0 or more checkpoints.")
     quick = args.quick
     walls: dict[str, float] = {}
 
@@ -218,7 +220,7 @@ def main() -> None:
     mbpo = evaluate_policy(finetune_cfg, finetune_policy, num_envs=eval_envs, seconds=eval_seconds, progress=False)
     ppo_run, ppo, ppo_steps = evaluate_ppo_reference(args.ppo_run, eval_envs, eval_seconds)
     recent_falls = {iterations: round(mbpo["fall_rate"], 4)}
-    for path in list_checkpoints(finetune_dir)[-1 - args.recent_checkpoints:-1] if args.recent_checkpoints > 0 else []:
+    for path in list_checkpoints(finetune_dir)[-1 - args.recent_checkpoints:-1]:
         policy, cfg, payload = policy_from_checkpoint(path)
         result = evaluate_policy(cfg, policy.act_inference, num_envs=eval_envs, seconds=eval_seconds, progress=False)
         recent_falls[int(payload["iter"])] = round(result["fall_rate"], 4)

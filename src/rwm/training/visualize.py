@@ -51,6 +51,17 @@ SYSTEM_STREAMS = (("state", "system_state", STATE_DIM), ("contact", "system_cont
                   ("termination", "system_termination", TERMINATION_DIM))
 
 
+def system_states_reached(obs: dict[str, torch.Tensor], extras: dict) -> dict[str, torch.Tensor]:
+    """{observation group: (N, d)} system vectors each environment's last step reached: for an
+    episode that just ended, its final state rather than the reset that replaced it."""
+    reached = {group: obs[group].clone() for _, group, _ in SYSTEM_STREAMS}
+    if "terminal" in extras:
+        ids = extras["terminal"]["ids"]
+        for _, group, _ in SYSTEM_STREAMS:
+            reached[group][ids] = extras["terminal"][group]
+    return reached
+
+
 # ----------------------------------------------------------------------------- configuration
 def comparison_cfg(run_cfg, num_envs: int, seed: int, device: str, episode_length_s: float):
     """The run's robot and task under the Visualize task's conditions (noise, pushes, command timing).
@@ -185,11 +196,7 @@ def compare(cfg, policy, model, *, seconds: float, warmup_seconds: float, video_
         imagined = imagination.step(actions)
         t = M + h  # trajectory index of the state this step reached
         actions_taken[:, t - 1] = actions
-        reached = {group: obs[group].clone() for _, group, _ in SYSTEM_STREAMS}
-        if "terminal" in extras:  # the state an episode ended in, before the environment reset it
-            ids = extras["terminal"]["ids"]
-            for _, group, _ in SYSTEM_STREAMS:
-                reached[group][ids] = extras["terminal"][group]
+        reached = system_states_reached(obs, extras)
         for (key, group, _), value in zip(SYSTEM_STREAMS, to_system_vectors(imagined)):
             true[key][:, t] = reached[group]
             pred[key][:, t] = value

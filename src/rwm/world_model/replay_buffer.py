@@ -63,8 +63,8 @@ class ReplayBuffer:
         self.num_added = torch.zeros(n, dtype=torch.long, device=dev)  # (N,) records ever written
         self._next_starts_episode = torch.ones(n, dtype=torch.bool, device=dev)  # (N,)
         self._env_range = torch.arange(n, device=dev)
-        self._valid_cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._steps_to_fall_cache: dict[int, torch.Tensor] = {}
+        # per-window tables derived from the stored records, keyed by (table, window length); a write clears them
+        self._window_cache: dict[tuple[str, int], object] = {}
 
     # ------------------------------------------------------------------ writing
     def add(self, state: torch.Tensor, action: torch.Tensor, contact: torch.Tensor,
@@ -120,8 +120,7 @@ class ReplayBuffer:
         self.write_pos[ids] = (pos + 1) % self.capacity
         self.num_stored[ids] = torch.clamp(self.num_stored[ids] + 1, max=self.capacity)
         self.num_added[ids] += 1
-        self._valid_cache.clear()
-        self._steps_to_fall_cache.clear()
+        self._window_cache.clear()
 
     # ------------------------------------------------------------------ windows
     def _logical_index(self) -> torch.Tensor:
@@ -132,8 +131,8 @@ class ReplayBuffer:
     def _valid(self, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(valid (N, C-L+1) bool over logical starts, flat indices of the valid entries, begins
         (N * (C-L+1),) bool: the window's first record starts an episode); cached until a write."""
-        if length in self._valid_cache:
-            return self._valid_cache[length]
+        if ("valid", length) in self._window_cache:
+            return self._window_cache["valid", length]
         n, c = self.num_envs, self.capacity
         if length > c:
             valid = torch.zeros(n, 0, dtype=torch.bool, device=self.device)
@@ -152,15 +151,15 @@ class ReplayBuffer:
             valid = no_break & stored
             begins = starts[:, :c - length + 1]
         result = (valid, torch.nonzero(valid.flatten()).flatten(), begins.flatten())
-        self._valid_cache[length] = result
+        self._window_cache["valid", length] = result
         return result
 
     def _steps_to_fall(self, length: int) -> torch.Tensor:
         """(N * (C-L+1),) long over logical window starts: records from the window's last one to the
         terminal record of the fall that ends its episode, -1 when the episode ends otherwise or is
         not over (only meaningful for valid windows); cached until a write."""
-        if length in self._steps_to_fall_cache:
-            return self._steps_to_fall_cache[length]
+        if ("to_fall", length) in self._window_cache:
+            return self._window_cache["to_fall", length]
         n, c = self.num_envs, self.capacity
         phys = self._logical_index()  # (N, C)
         terminal = self.terminal.gather(1, phys)  # (N, C) in time order
@@ -176,7 +175,7 @@ class ReplayBuffer:
         ends_in_fall = (end < self.num_stored[:, None]) & fell.gather(1, end.clamp(max=c - 1))
         steps = torch.where(ends_in_fall, end - index, torch.full_like(index, -1))  # per record
         result = steps[:, length - 1:].flatten()  # per window: its last record's
-        self._steps_to_fall_cache[length] = result
+        self._window_cache["to_fall", length] = result
         return result
 
     def num_valid_windows(self, length: int, env_ids: torch.Tensor | None = None) -> int:
@@ -297,5 +296,4 @@ class ReplayBuffer:
             target.copy_(state[key].to(self.device))
         # the environments that will feed this buffer next are not where the saved ones stopped
         self.start_new_episodes()
-        self._valid_cache.clear()
-        self._steps_to_fall_cache.clear()
+        self._window_cache.clear()
