@@ -123,6 +123,16 @@ def test_fitting_lowers_the_world_model_loss(dataset, tmp_path, no_simulator):
     assert loss() < before
 
 
+def test_a_fit_without_a_progress_bar_prints_evenly_spaced_progress_lines(dataset, tmp_path, capsys, no_simulator):
+    cfg = offline_cfg(tmp_path, dataset, extra=("offline.fit_updates=8", "world_model.num_mini_batches=2"))
+    _, _, (ext,) = build_mode(cfg, torch.device("cpu"))
+    ext.fit(report_lines=2)  # 4 rounds of 2 updates: lines after rounds 2 and 4
+    lines = [line for line in capsys.readouterr().out.splitlines() if "fitting world model" in line]
+    assert [line.split(" | ")[0] for line in lines] == ["[rwm offline] fitting world model: update 4/8",
+                                                         "[rwm offline] fitting world model: update 8/8"]
+    assert all("ETA" in line for line in lines) and lines[-1].endswith("ETA 0:00:00")
+
+
 def test_resume_keeps_the_model_and_skips_the_fit(dataset, tmp_path, no_simulator):
     runner, _ = train(offline_cfg(tmp_path, dataset, extra=("offline.updates_per_iteration=2",)))
     assert "World_Model/loss_total" in runner.history[-1]

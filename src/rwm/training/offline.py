@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,20 +202,34 @@ class OfflineLearning(RunnerExtension):
         learner.model.fit_normalizers(sample["state"], sample["action"])
         learner.normalizer_fitted = True
 
-    def fit(self, progress: bool = False) -> dict[str, float]:
-        """`fit_updates` mini-batch updates on the training episodes; returns the last round's losses."""
+    def fit(self, progress: bool = False, report_lines: int = 0) -> dict[str, float]:
+        """`fit_updates` mini-batch updates on the training episodes; returns the last round's losses.
+
+        `progress` shows a bar; `report_lines` > 0 prints that many evenly spaced progress lines
+        instead (for logs and `runner.console=line`), since a fit can take many minutes on a CPU.
+        """
         from tqdm import tqdm
+
+        from rwm.training.logger import format_duration
 
         self._fit_normalizers()
         rounds = self._rounds(self.fit_updates)
+        per_round = self.learner.cfg.num_mini_batches
+        report_at = {math.ceil(rounds * k / report_lines) for k in range(1, report_lines + 1)} if report_lines else set()
         losses: dict[str, float] = {}
         sampler = self._sampler()
-        with tqdm(total=rounds * self.learner.cfg.num_mini_batches, desc="fitting world model", unit="update",
+        start = time.perf_counter()
+        with tqdm(total=rounds * per_round, desc="fitting world model", unit="update",
                   disable=not progress, leave=False) as bar:
-            for _ in range(rounds):
+            for done in range(1, rounds + 1):
                 losses = self.learner.trainer.update(sampler)
-                bar.update(self.learner.cfg.num_mini_batches)
+                bar.update(per_round)
                 bar.set_postfix(loss=f"{losses['total']:.4g}")
+                if done in report_at:
+                    elapsed = time.perf_counter() - start
+                    print(f"[rwm offline] fitting world model: update {done * per_round}/{rounds * per_round} | "
+                          f"loss {losses['total']:.4g} | elapsed {format_duration(elapsed)} | "
+                          f"ETA {format_duration(elapsed / done * (rounds - done))}", flush=True)
         self.learner.num_updates += rounds * self.learner.cfg.num_mini_batches
         self.learner.model.eval()
         self.fitted = True
@@ -258,7 +273,8 @@ class OfflineLearning(RunnerExtension):
                    if isinstance(v, (int, float)) and v is not None}
         if not self.fitted:
             show = main and runner.cfg.runner.progress_bar
-            self.fit_losses = self.fit(progress=show)
+            lines = 10 if main and not show and runner.cfg.runner.console != "none" else 0
+            self.fit_losses = self.fit(progress=show, report_lines=lines)
             if main and runner.cfg.runner.console != "none":
                 text = ", ".join(f"{k} {v:.4g}" for k, v in self.fit_losses.items())
                 print(f"[rwm offline] world model fitted for {self.fit_updates} mini-batch updates: {text}",
