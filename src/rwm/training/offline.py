@@ -215,7 +215,7 @@ class OfflineLearning(RunnerExtension):
         self._fit_normalizers()
         rounds = self._rounds(self.fit_updates)
         per_round = self.learner.cfg.num_mini_batches
-        report_at = {math.ceil(rounds * k / report_lines) for k in range(1, report_lines + 1)} if report_lines else set()
+        report_at = {math.ceil(rounds * k / report_lines) for k in range(1, report_lines + 1)}  # empty if 0
         losses: dict[str, float] = {}
         sampler = self._sampler()
         start = time.perf_counter()
@@ -230,7 +230,7 @@ class OfflineLearning(RunnerExtension):
                     print(f"[rwm offline] fitting world model: update {done * per_round}/{rounds * per_round} | "
                           f"loss {losses['total']:.4g} | elapsed {format_duration(elapsed)} | "
                           f"ETA {format_duration(elapsed / done * (rounds - done))}", flush=True)
-        self.learner.num_updates += rounds * self.learner.cfg.num_mini_batches
+        self.learner.num_updates += rounds * per_round
         self.learner.model.eval()
         self.fitted = True
         return losses
