@@ -16,6 +16,7 @@ import difflib
 import functools
 import hashlib
 import json
+import math
 import numbers
 import os
 import re
@@ -29,7 +30,7 @@ import yaml
 
 from rwm.io import atomic_write_text
 
-__all__ = ["ConfigError", "check", "to_dict", "from_dict", "apply_overrides", "save_yaml", "load_yaml",
+__all__ = ["ConfigError", "check", "check_interval", "to_dict", "from_dict", "apply_overrides", "save_yaml", "load_yaml",
            "config_hash"]
 
 T = TypeVar("T")
@@ -53,6 +54,15 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition``; used by ``__post_init__``."""
     if not condition:
         raise ConfigError(message)
+
+
+def check_interval(key: str, interval: Sequence[float], low: float = -math.inf) -> None:
+    """Raise :class:`ConfigError` unless ``interval`` is a range (low, high) with ``low`` <= its low <= its high."""
+    check(
+        interval[0] <= interval[1] and interval[0] >= low,
+        f"{key} = {tuple(interval)} is not a valid range; expected (low, high) with "
+        f"{'' if low == -math.inf else f'{low} <= '}low <= high.",
+    )
 
 
 class _Loader(yaml.SafeLoader):

@@ -364,6 +364,37 @@ def test_mean_mode_uses_the_ensemble_mean_and_sample_mode_samples():
     assert not torch.equal(sampler._z_state, chosen) and ((sampler._z_state - chosen).abs() < 8 * std).all()
 
 
+
+def test_a_due_push_adds_its_velocity_to_the_predicted_state_and_the_model_rolls_on_from_it():
+    M, N, dt = 4, 64, 0.02
+    model = Recorder(tiny_model(E=2, M=M))
+    cfg = ImaginationCfg(push=True, push_interval_s=(0.05, 0.1), push_vel_xy=(-0.5, 0.5))
+    sim = ImaginationSimulator(model, random_windows(M), N, cfg, seed=3, step_dt=dt)
+    assert ((sim._push_timer >= 0.05) & (sim._push_timer <= 0.1)).all()
+    pushed_any = torch.zeros(N, dtype=torch.bool)
+    for _ in range(6):  # 0.12 s: every environment is pushed once or twice
+        due = sim._push_timer - dt <= 0
+        sim.step(torch.zeros(N, 12))
+        predicted = model.state_normalizer.inverse(model.last.member_mean[sim.model_ids, torch.arange(N)])
+        push = to_system_vectors(sim.state)[0] - predicted  # (N, 45)
+        assert (push[~due].abs() < 1e-5).all()
+        assert (push[due][:, :2].abs() <= 0.5 + 1e-5).all() and (push[due][:, 2:].abs() < 1e-5).all()
+        assert (push[due][:, :2].abs().sum(-1) > 0).all()
+        torch.testing.assert_close(sim._z_state, model.state_normalizer(to_system_vectors(sim.state)[0]))
+        pushed_any |= due
+    assert pushed_any.all()
+    sim.reset(torch.arange(4))
+    assert ((sim._push_timer[:4] >= 0.05) & (sim._push_timer[:4] <= 0.1)).all()
+    off = ImaginationSimulator(model, random_windows(M), N, seed=3, step_dt=dt)  # push is off by default
+    for _ in range(6):
+        off.step(torch.zeros(N, 12))
+    torch.testing.assert_close(off._z_state, model.last.member_mean[off.model_ids, torch.arange(N)], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"imagination.push_interval_s = \(0.0, 1.0\)"):
+        ImaginationCfg(push_interval_s=(0.0, 1.0))
+    with pytest.raises(ConfigError, match=r"imagination.push_vel_xy = \(0.5, -0.5\)"):
+        ImaginationCfg(push_vel_xy=(0.5, -0.5))
+
+
 # ------------------------------------------------------------------------------ real model, real data
 def test_imagined_rollout_from_replay_windows_stays_finite():
     from rwm.tasks import make_task_cfg

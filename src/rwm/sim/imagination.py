@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rwm.config import check
+from rwm.config import check, check_interval
 from rwm.sim.mujoco import soft_joint_pos_limits
 from rwm.sim.state import (
     ACTION_DIM,
@@ -90,6 +90,16 @@ class ImaginationCfg:
     # there: 2 % of the windows of a 1 M-record mixed dataset end within 1 s of one of its ~400 falls.
     before_fall_share: float = 0.0
     before_fall_s: float = 1.0
+    # Imagined pushes, like the real simulator's (sim.randomization.push): every push_interval_s an
+    # episode's predicted base velocity gets a uniform push_vel_xy (m/s) added to its x and y, and
+    # the model rolls on from the pushed state. The real robots that feed the world model are
+    # pushed, so it has seen how a pushed robot moves; a policy trained in imagination without
+    # pushes never practises recovering from a disturbance. The interval is shorter than the real
+    # 10-15 s because imagined episodes last 5.12 s. Added in the body frame (the model does not
+    # know yaw); on flat ground that differs from the real world-frame push by the base's tilt only.
+    push: bool = False
+    push_interval_s: tuple[float, float] = (2.0, 4.0)
+    push_vel_xy: tuple[float, float] = (-0.5, 0.5)
 
     def __post_init__(self) -> None:
         check(isinstance(self.sample_state, bool), f"imagination.sample_state = {self.sample_state!r}; expected a bool.")
@@ -103,6 +113,9 @@ class ImaginationCfg:
               f"imagination.episode_start_share] = [0, {1.0 - self.episode_start_share:g}].")
         check(math.isfinite(self.before_fall_s) and self.before_fall_s > 0,
               f"imagination.before_fall_s = {self.before_fall_s}; expected a number of seconds > 0.")
+        check(isinstance(self.push, bool), f"imagination.push = {self.push!r}; expected a bool.")
+        check_interval("imagination.push_interval_s", self.push_interval_s, low=1e-3)
+        check_interval("imagination.push_vel_xy", self.push_vel_xy)
 
     def window_draw(self, step_dt: float) -> dict[str, float | int]:
         """Keyword arguments of `ReplayBuffer.sample` that draw imagination's starting windows."""
@@ -159,6 +172,7 @@ class ImaginationSimulator:
         self._system_contact = torch.zeros(n, CONTACT_DIM, device=dev)  # (N, 8) flags or probabilities
         self._system_termination = torch.zeros(n, TERMINATION_DIM, device=dev)  # (N, 1)
         self._heading = torch.zeros(n, device=dev)  # (N,) rad, integrated
+        self._push_timer = torch.zeros(n, device=dev)  # (N,) s until the next imagined push
         self._z_state = torch.zeros(n, STATE_DIM, device=dev)  # (N, 45) normalised current state
         self._all_envs = torch.arange(n, device=dev)
         self._no_contact = torch.zeros(n, CONTACT_DIM, device=dev)  # never written: states only read it
@@ -185,6 +199,7 @@ class ImaginationSimulator:
         self._system_contact = self._system_contact.index_copy(0, ids, window["contact"][:, -1].float())
         self._system_termination = self._system_termination.index_copy(0, ids, window["termination"][:, -1].float())
         self._heading = self._heading.index_fill(0, ids, 0.0)
+        self._push_timer[ids] = self._uniform(self.cfg.push_interval_s, (n,))
         if self.model_ids is not None:
             self.model_ids[ids] = torch.randint(self.ensemble_size, (n,), generator=self.generator, device=self.device)
         self.state = from_system_vectors(self._system_state, self._system_contact, self._system_termination,
@@ -198,9 +213,11 @@ class ImaginationSimulator:
             z_action = self.model.action_normalizer(actions)  # (N, 12)
             out = self.model.observe(self._z_state.unsqueeze(1), z_action.unsqueeze(1), model_ids=self.model_ids)
             z_next = out.sample(self.generator) if self.cfg.sample_state else out.mean  # (N, 45)
-        self._z_state = z_next
         # Outside inference mode from here: what the task receives are ordinary tensors.
-        self._system_state = system_state = self.model.state_normalizer.inverse(z_next)  # (N, 45) raw
+        system_state = self.model.state_normalizer.inverse(z_next)  # (N, 45) raw
+        if self.cfg.push:
+            system_state, z_next = self._apply_pushes(system_state, z_next)
+        self._z_state, self._system_state = z_next, system_state
         # (N, 8), (N, 1) probabilities, thresholded at 0.5; a model without a head predicts no contact / no fall
         self._system_contact = (self._no_contact if out.contact_logits is None
                                 else torch.sigmoid(out.contact_logits))
@@ -221,6 +238,24 @@ class ImaginationSimulator:
         return self.state
 
     # ----------------------------------------------------------------------------- internals
+    def _uniform(self, interval: tuple[float, float], shape: tuple[int, ...]) -> torch.Tensor:
+        low, high = interval
+        return low + (high - low) * torch.rand(shape, generator=self.generator, device=self.device)
+
+    def _apply_pushes(self, system_state: torch.Tensor, z_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw, normalised) states (N, 45) with the due environments' base velocity pushed."""
+        self._push_timer -= self.step_dt
+        due = (self._push_timer <= 0).nonzero().squeeze(-1)  # (n,)
+        if due.numel() == 0:
+            return system_state, z_state
+        vel_xy = STATE_SLICES["base_lin_vel"].start + torch.arange(2, device=self.device)  # columns of vx, vy
+        push = torch.zeros_like(system_state)
+        push[due.unsqueeze(-1), vel_xy] = self._uniform(self.cfg.push_vel_xy, (due.numel(), 2))
+        self._push_timer[due] = self._uniform(self.cfg.push_interval_s, (due.numel(),))
+        system_state = system_state + push
+        with torch.inference_mode():
+            return system_state, self.model.state_normalizer(system_state)
+
     def _draw_windows(self, n: int) -> dict[str, torch.Tensor]:
         window = self.initial_windows(n, self.generator)
         if not isinstance(window, dict):

@@ -13,7 +13,6 @@ pose and velocity and scaled default joint positions; every 10-15 s, a push.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
@@ -23,18 +22,10 @@ import numpy as np
 import torch
 from mujoco import batch as mj_batch
 
-from rwm.config import check
+from rwm.config import check, check_interval
 from rwm.sim.state import DEFAULT_JOINT_POS, JOINT_NAMES, LEGS, NUM_JOINTS, RobotState
 
 MODEL_PATH = resources.files("rwm.robots") / "anymal_d" / "anymal_d.xml"
-
-
-def _check_interval(key: str, interval: tuple[float, float], low: float = -math.inf) -> None:
-    check(
-        interval[0] <= interval[1] and interval[0] >= low,
-        f"{key} = {tuple(interval)} is not a valid range; expected (low, high) with "
-        f"{'' if low == -math.inf else f'{low} <= '}low <= high.",
-    )
 
 
 @dataclass
@@ -73,10 +64,10 @@ class RandomizationCfg:
     def __post_init__(self) -> None:
         for key in ("base_pos_xy", "base_yaw", "base_vel", "push_vel_xy", "added_base_mass",
                     "base_com_offset_xy", "base_com_offset_z"):
-            _check_interval(f"randomization.{key}", getattr(self, key))
-        _check_interval("randomization.joint_pos_scale", self.joint_pos_scale, low=0.0)
-        _check_interval("randomization.push_interval_s", self.push_interval_s, low=1e-3)
-        _check_interval("randomization.friction", self.friction, low=0.0)
+            check_interval(f"randomization.{key}", getattr(self, key))
+        check_interval("randomization.joint_pos_scale", self.joint_pos_scale, low=0.0)
+        check_interval("randomization.push_interval_s", self.push_interval_s, low=1e-3)
+        check_interval("randomization.friction", self.friction, low=0.0)
 
     @classmethod
     def none(cls) -> "RandomizationCfg":
