@@ -4,7 +4,8 @@ Stages, each timed:
   pretrain    a CPU-scale Pretrain run (or `--pretrain-run DIR` to reuse one)
   record      with `--record-dataset N`: N real transitions recorded from the Pretrain run (random
               actions 10 %, then four of its checkpoints, early to last, 15/20/25/30 %, 256 robots
-              each, like the Offline benchmark's mixed dataset) into <pretrain run>/mixed.h5, which
+              each: `rwm dataset record-mixed`, like the Offline benchmark's mixed dataset; the
+              policies' sampled actions with `--stochastic-dataset`) into <pretrain run>/mixed.h5, which
               Finetune's world model keeps learning from (finetune.dataset); `--finetune-dataset
               FILE` uses an existing recording instead. Its transitions count as real data.
   finetune    a Finetune run from a randomly initialised policy; world model from the Pretrain run
@@ -46,6 +47,7 @@ from common import (  # noqa: E402
 
 from rwm.config import apply_overrides  # noqa: E402
 from rwm.data import DatasetReader  # noqa: E402
+from rwm.data.record import record_mixed_dataset  # noqa: E402
 from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
 from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy  # noqa: E402
 from rwm.sim.imagination import ImaginationSimulator  # noqa: E402
@@ -102,33 +104,6 @@ def imagination_vs_real(cfg, model, num_envs: int, steps: int) -> dict:
             "matmul_gflops_per_s": round(matmul, 1), "fraction_of_matmul": round(model_gflops / matmul, 3)}
 
 
-def record_mixed_dataset(pretrain_dir: Path, transitions: int, out: Path, num_envs: int = 256) -> None:
-    """Record `transitions` real transitions from the run's policies into `out` (see the docstring)."""
-    from rwm.data.merge import merge_datasets
-    from rwm.data.record import record_dataset
-    from rwm.training.checkpoint import list_checkpoints
-
-    checkpoints = list_checkpoints(pretrain_dir)
-    picks = [checkpoints[round(i * (len(checkpoints) - 1) / 3)] for i in (0, 1, 2, 3)]
-    _, cfg, _ = policy_from_checkpoint(picks[-1])
-    sources = [(None, 0.10)] + list(zip(picks, (0.15, 0.20, 0.25, 0.30)))
-    parts = []
-    for seed, (checkpoint, share) in enumerate(sources, start=1):
-        part = out.with_name(f"{out.stem}_part{seed}.h5")
-        run_cfg = apply_overrides(cfg, [f"num_envs={num_envs}", f"seed={seed}"])
-        if checkpoint is None:
-            act, source = RandomPolicy(num_envs, run_cfg.device, seed=seed), {"kind": "random", "seed": seed}
-        else:
-            act = policy_from_checkpoint(checkpoint)[0].act_inference
-            source = {"kind": "policy", "run": str(pretrain_dir), "checkpoint": checkpoint.name}
-        record_dataset(run_cfg, act, part, steps=max(num_envs, round(transitions * share)), source=source,
-                       overwrite=True, progress=False)
-        parts.append(part)
-    merge_datasets(parts, out, overwrite=True)
-    for part in parts:
-        part.unlink()
-
-
 def dataset_transitions(path: str | Path) -> int:
     with DatasetReader(path) as reader:
         return int(reader.num_transitions)
@@ -153,6 +128,8 @@ def main() -> None:
     parser.add_argument("--finetune-run", type=Path, default=None, help="reuse this Finetune run (skip stage 2)")
     parser.add_argument("--record-dataset", type=int, default=0, metavar="N",
                         help="record N real transitions from the Pretrain run for Finetune's world model (stage record)")
+    parser.add_argument("--stochastic-dataset", action="store_true",
+                        help="record the policies' sampled actions, not their means (`rwm dataset record --stochastic`)")
     parser.add_argument("--finetune-dataset", type=Path, default=None,
                         help="an existing recording for Finetune's world model (finetune.dataset)")
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="KEY=VALUE overrides for Finetune")
@@ -186,7 +163,10 @@ def main() -> None:
     if args.record_dataset > 0 and args.finetune_run is None:
         start = time.perf_counter()
         dataset = Path(pretrain_dir) / "mixed.h5"
-        record_mixed_dataset(Path(pretrain_dir), args.record_dataset, dataset, num_envs=8 if quick else 256)
+        _, record_cfg, _ = policy_from_checkpoint(find_checkpoint(pretrain_dir))
+        record_cfg = apply_overrides(record_cfg, [f"num_envs={8 if quick else 256}", "seed=0"])
+        record_mixed_dataset(record_cfg, Path(pretrain_dir), dataset, steps=args.record_dataset,
+                             stochastic=args.stochastic_dataset, overwrite=True, progress=False)
         walls["record"] = round(time.perf_counter() - start, 1)
 
     # 2. Finetune from a random policy, purely in imagination

@@ -265,7 +265,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     checkpoint = _checkpoint_path(args)
     policy, cfg, payload = policy_from_checkpoint(checkpoint)
-    result = export_policy(policy, checkpoint.parent / "exported", args.format)
+    result = export_policy(policy, checkpoint.parent / "exported", args.format, clip_actions=cfg.env.clip_actions)
     print(f"[rwm export] {checkpoint} (iteration {payload['iter']}) -> {result['path']}; max abs difference to "
           f"torch {result['max_abs_diff']:.2e} over {result['checked_samples']} random observations")
     _print_json_line({"checkpoint": str(checkpoint), **result})
@@ -393,7 +393,8 @@ def _describe_source(source) -> str:
         return str(source)
     kind = source.get("kind", "unknown")
     if kind == "policy":
-        return f"policy {source.get('run')}/{source.get('checkpoint')} (iteration {source.get('iteration')})"
+        sampled = ", actions sampled from its Gaussian" if source.get("deterministic") is False else ""
+        return f"policy {source.get('run')}/{source.get('checkpoint')} (iteration {source.get('iteration')}{sampled})"
     if kind == "random":
         scale = source.get("scale", 1.0)
         return f"random actions in [-{scale}, {scale}] (seed {source.get('seed')})"
@@ -409,36 +410,66 @@ def _describe_source(source) -> str:
 
 def cmd_dataset_record(args: argparse.Namespace) -> int:
     """Record transitions of a policy (a run's checkpoint, or random actions) in the real simulator."""
-    from rwm.data.record import record_dataset
+    from rwm.data.record import policy_actions, record_dataset
     from rwm.envs.scripted_policies import RandomPolicy
-    from rwm.tasks import make_task_cfg
-    from rwm.training.export import policy_from_checkpoint
 
     if args.checkpoint and not args.run:
         raise ValueError("--checkpoint chooses a checkpoint inside --run RUN_DIR; pass --run too.")
-    overrides = [f"num_envs={args.num_envs}", f"seed={args.seed}", *([f"device={args.device}"] if args.device else []),
-                 *args.overrides]
-    cfg = apply_overrides(make_task_cfg(args.task), overrides)
+    cfg = _recording_cfg(args)
     if args.run:
-        checkpoint = _checkpoint_path(args)
-        policy, _, payload = policy_from_checkpoint(checkpoint, device=cfg.device)
-        act = policy.act_inference
-        source = {"kind": "policy", "run": str(checkpoint.parent), "checkpoint": checkpoint.name,
-                  "iteration": payload["iter"], "deterministic": True}
+        act, source = policy_actions(_checkpoint_path(args), cfg.device, stochastic=args.stochastic, seed=cfg.seed)
+    elif args.stochastic:
+        raise ValueError("--stochastic samples a run's policy; pass --run (random actions are random already).")
     else:
         act = RandomPolicy(cfg.num_envs, cfg.device, scale=args.action_scale, seed=cfg.seed)
         source = {"kind": "random", "scale": args.action_scale, "seed": cfg.seed}
     per_env = -(-args.steps // cfg.num_envs)
     print(f"[rwm dataset record] {cfg.task_id}: {_describe_source(source)}; {cfg.num_envs} environments x "
           f"{per_env} steps = {per_env * cfg.num_envs} transitions, seed {cfg.seed} -> {args.out}", flush=True)
-    try:
-        summary = record_dataset(cfg, act, args.out, steps=args.steps, source=source, overwrite=args.force,
-                                 progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"[rwm dataset record] interrupted: nothing was written to {args.out}", file=sys.stderr)
-        raise
+    summary = _recording("record", args.out, lambda: record_dataset(
+        cfg, act, args.out, steps=args.steps, source=source, overwrite=args.force, progress=not args.quiet))
     print(f"[rwm dataset record] wrote {summary['num_transitions']} transitions in {summary['num_episodes']} "
           f"episodes to {summary['path']}")
+    _print_json_line(summary)
+    return 0
+
+
+def _recording(command: str, out: str, record):
+    """`record()`'s summary; on Ctrl-C, first says that nothing was written (recordings are atomic)."""
+    try:
+        return record()
+    except KeyboardInterrupt:
+        print(f"[rwm dataset {command}] interrupted: nothing was written to {out}", file=sys.stderr)
+        raise
+
+
+def _recording_cfg(args: argparse.Namespace):
+    """The task config a recording runs in: --task with --num-envs, --seed, --device and the overrides."""
+    from rwm.tasks import make_task_cfg
+
+    overrides = [f"num_envs={args.num_envs}", f"seed={args.seed}", *([f"device={args.device}"] if args.device else []),
+                 *args.overrides]
+    return apply_overrides(make_task_cfg(args.task), overrides)
+
+
+def cmd_dataset_record_mixed(args: argparse.Namespace) -> int:
+    """Record RWM-U's mixed dataset (random actions, then four checkpoints of one run) into one file."""
+    from rwm.data.record import MIXED_SOURCES, mixed_checkpoints, record_mixed_dataset
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory '{run}' (--run) does not exist.")
+    cfg = _recording_cfg(args)
+    sampled = ", actions sampled from each policy's Gaussian" if args.stochastic else ""
+    parts = ["random actions"] + [c.name for c in mixed_checkpoints(run)]
+    shares = " + ".join(f"{share:.0%} {part}" for (_, share), part in zip(MIXED_SOURCES, parts))
+    print(f"[rwm dataset record-mixed] {cfg.task_id}: {args.steps} transitions of {run}: {shares}{sampled}; "
+          f"{cfg.num_envs} environments, seeds {cfg.seed + 1}..{cfg.seed + len(parts)} -> {args.out}", flush=True)
+    summary = _recording("record-mixed", args.out, lambda: record_mixed_dataset(
+        cfg, run, args.out, steps=args.steps, stochastic=args.stochastic, overwrite=args.force,
+        progress=not args.quiet))
+    print(f"[rwm dataset record-mixed] wrote {summary['num_records']} records in {summary['num_episodes']} episodes "
+          f"to {summary['path']}")
     _print_json_line(summary)
     return 0
 
@@ -530,6 +561,20 @@ def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"{what} (a run directory logs/<experiment>/<time>..., or one checkpoint file)")
     parser.add_argument("--checkpoint", default=None, metavar="model_K.pt",
                         help="checkpoint file name inside the run directory (default: the latest)")
+
+
+def _add_recording_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device, --stochastic, --out, --force, --quiet and the overrides, shared by the recording commands."""
+    parser.add_argument("--device", default=None, help="torch device (default: the task's, cpu)")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="sample every action from the policy's Gaussian (its learned std, as in training) "
+                             "instead of taking its mean, so the data also shows how the robot answers actions "
+                             "other than the policy's own")
+    parser.add_argument("--out", required=True, help="dataset file to write (.h5)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="task config overrides, e.g. env.noise.enabled=false")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -704,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub.required = True
 
     q = dsub.add_parser("record", help="record a policy's transitions in the real simulator",
-                        description="Run a run's policy (deterministic, from --run [--checkpoint]) or random actions "
+                        description="Run a run's policy (its mean action, or sampled with --stochastic; from --run "
+                                    "[--checkpoint]) or random actions "
                                     "(--policy random) in fresh simulated environments and write the transitions to "
                                     "--out. --steps counts transitions over all environments (rounded up to a multiple "
                                     "of --num-envs). Checkpoints of one run at different iterations give random / "
@@ -720,15 +766,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--steps", type=_positive_int, required=True, help="transitions to record, over all environments")
     q.add_argument("--num-envs", type=_positive_int, default=64, help="parallel environments (default 64)")
     q.add_argument("--seed", type=int, default=0, help="seed of the environments and the random policy (default 0)")
-    q.add_argument("--device", default=None, help="torch device (default: the task's, cpu)")
     q.add_argument("--action-scale", type=_positive_float, default=1.0,
                    help="--policy random: actions uniform in [-scale, scale] (default 1)")
-    q.add_argument("--out", required=True, help="dataset file to write (.h5)")
-    q.add_argument("--force", action="store_true", help="replace --out if it exists")
-    q.add_argument("--quiet", action="store_true", help="no progress bar")
-    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="task config overrides, e.g. env.noise.enabled=false")
+    _add_recording_arguments(q)
     q.set_defaults(func=cmd_dataset_record)
+
+    q = dsub.add_parser("record-mixed", help="record RWM-U's mixed dataset from one run's checkpoints",
+                        description="Record --steps transitions in one file: 10 % random actions, then the run's "
+                                    "checkpoints nearest 1/6, 5/12, 2/3 and all of its last iteration (15, 20, 25 and "
+                                    "30 %; iterations 100, 250, 400 and 600 of a 600-iteration run), each in fresh "
+                                    "environments with its own seed, merged like `rwm dataset merge`. The file appears "
+                                    "only when the recording is complete.")
+    q.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id whose simulator and observation "
+                   "settings are used (default Velocity-Flat-Anymal-D-Init-v0)")
+    q.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory whose checkpoints are recorded")
+    q.add_argument("--steps", type=_positive_int, required=True, help="transitions to record in all")
+    q.add_argument("--num-envs", type=_positive_int, default=256, help="parallel environments (default 256)")
+    q.add_argument("--seed", type=int, default=0, help="part k is recorded with seed SEED + k (default 0)")
+    _add_recording_arguments(q)
+    q.set_defaults(func=cmd_dataset_record_mixed)
 
     q = dsub.add_parser("info", help="summarise a dataset file",
                         description="Print transitions, episodes, episode-length statistics, how episodes ended, the "

@@ -99,3 +99,60 @@ def test_record_with_a_run_checkpoint(tmp_path, capsys):
     code = main(["dataset", "record", "--checkpoint", "model_1.pt", "--policy", "random", "--steps", "4",
                  "--out", str(tmp_path / "x.h5")])
     assert code == 2 and "pass --run too" in capsys.readouterr().err
+    code = main(["dataset", "record", "--policy", "random", "--stochastic", "--steps", "4",
+                 "--out", str(tmp_path / "x.h5")])
+    assert code == 2 and "pass --run" in capsys.readouterr().err
+
+
+def test_stochastic_recording_samples_around_the_policy_mean(tmp_path, capsys):
+    """--stochastic records actions drawn from the policy's Gaussian: they scatter around the mean
+    action of the recorded observation with the policy's std, and the same seed draws the same data."""
+    from rwm.training.export import policy_from_checkpoint
+    from tests.training.conftest import tiny_run
+
+    run_dir = tiny_run(tmp_path / "logs", num_envs=4, steps=4, iterations=1).log_dir
+    policy, _, _ = policy_from_checkpoint(run_dir / "model_1.pt")
+    args = ["dataset", "record", "--run", str(run_dir), "--steps", "200", "--num-envs", "4", "--quiet",
+            "env.noise.enabled=false", *TINY]
+    paths = [tmp_path / name for name in ("a.h5", "b.h5", "mean.h5")]
+    for path, extra in zip(paths, (["--stochastic"], ["--stochastic"], [])):
+        assert main([*args, *extra, "--out", str(path)]) == 0, capsys.readouterr().err
+    columns = []
+    for path in paths:
+        with DatasetReader(path) as reader:
+            episodes = [reader.episode(e) for e in range(reader.num_episodes)]
+            source = reader.metadata["source"]
+        obs = torch.as_tensor(np.concatenate([ep["policy_observation"][:-1] for ep in episodes]))
+        action = torch.as_tensor(np.concatenate([ep["system_action"][:-1] for ep in episodes]))
+        columns.append((obs, action, source))
+    (obs, action, source), (_, action_b, _), (obs_mean, action_mean, source_mean) = columns
+    assert source["deterministic"] is False and source_mean["deterministic"] is True
+    assert source["action_std"] == pytest.approx(policy.std.detach().tolist(), abs=1e-4)
+    assert torch.equal(action, action_b)  # seeded
+    with torch.no_grad():
+        assert torch.allclose(policy.act_inference(obs_mean), action_mean, atol=1e-5)  # the mean, exactly
+        noise = (action - policy.act_inference(obs)) / policy.std  # (T, 12) standard normal draws
+    assert noise.abs().mean() > 0.5 and abs(float(noise.mean())) < 0.1 and abs(float(noise.std()) - 1.0) < 0.1
+    assert main(["dataset", "info", str(paths[0])]) == 0
+    assert "actions sampled from its Gaussian" in capsys.readouterr().out
+
+
+def test_record_mixed_takes_random_actions_then_four_checkpoints_early_to_last(tmp_path, capsys):
+    from tests.training.conftest import tiny_run
+
+    run_dir = tiny_run(tmp_path / "logs", num_envs=4, steps=4, iterations=12).log_dir  # model_1 ... model_12
+    out = tmp_path / "mixed.h5"
+    code = main(["dataset", "record-mixed", "--run", str(run_dir), "--steps", "400", "--num-envs", "4", "--seed", "3",
+                 "--stochastic", "--out", str(out), "--quiet", *TINY])
+    assert code == 0, capsys.readouterr().err
+    with DatasetReader(out) as reader:
+        inputs = [i["source"] for i in reader.metadata["source"]["inputs"]]
+        transitions = reader.num_transitions
+    assert [s["kind"] for s in inputs] == ["random", "policy", "policy", "policy", "policy"]
+    assert [s["checkpoint"] for s in inputs[1:]] == ["model_2.pt", "model_5.pt", "model_8.pt", "model_12.pt"]
+    assert [s["seed"] for s in inputs[:1]] == [4] and all(s["deterministic"] is False for s in inputs[1:])
+    assert transitions == 40 + 60 + 80 + 100 + 120  # the shares 10/15/20/25/30 % of 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs", "mixed.h5"]  # no part files left behind
+    assert main(["dataset", "record-mixed", "--run", str(tmp_path / "nowhere"), "--steps", "8",
+                 "--out", str(tmp_path / "x.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -26,6 +26,32 @@ def test_rsl_rl_api(quiet_env):
     assert env.episode_length_buf.max() < env.max_episode_length and env.episode_length_buf.float().std() > 0
 
 
+def test_clipped_actions_are_what_the_simulator_rewards_observations_and_recordings_see():
+    from rwm.envs.mdp.observations import POLICY_SLICES
+    from rwm.training.world_model_learning import TransitionRecorder
+    from rwm.world_model import ReplayBuffer
+
+    env = make_quiet_env(num_envs=4, clip_actions=0.5)
+    applied = []
+    step = env.sim.step
+    env.sim.step = lambda actions: applied.append(actions.clone()) or step(actions)
+    buffer = ReplayBuffer(4, 8)
+    recorder = TransitionRecorder(buffer)
+    recorder.start(env.get_observations())
+    actions = torch.linspace(-2.0, 2.0, 48).reshape(4, 12)
+    obs, _, _, extras = env.step(actions)
+    recorder.record(actions, obs, extras)
+    clipped = actions.clamp(-0.5, 0.5)
+    assert torch.equal(applied[0], clipped) and torch.equal(extras["actions"], clipped)
+    assert torch.equal(obs["policy"][:, POLICY_SLICES["last_action"]], clipped)
+    assert torch.equal(buffer.sample(4, 1, torch.Generator().manual_seed(0))["action"].abs().max(), torch.tensor(0.5))
+    env.sim.step = step
+    unclipped = make_quiet_env(num_envs=4)
+    assert torch.equal(unclipped.step(actions)[3]["actions"], actions)
+    with pytest.raises(ConfigError, match=r"env.clip_actions = 0.0"):
+        LocomotionEnvCfg(clip_actions=0.0)
+
+
 def test_heading_control_turns_towards_the_target_and_standing_envs_get_zero():
     env = make_quiet_env(num_envs=64, commands=CommandCfg(standing_fraction=0.5))
     command = env.command_manager

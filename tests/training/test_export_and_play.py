@@ -47,6 +47,23 @@ def test_torchscript_export_matches_torch(run_copy):
     torch.testing.assert_close(scripted(obs), policy.act_inference(obs), rtol=0, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_exported_actions_are_clipped_like_the_task_clips_them(run_copy):
+    policy, _, _ = policy_from_checkpoint(run_copy / "model_2.pt")
+    obs = torch.randn(64, 48) * 20.0  # far out: some actions exceed the bound
+    raw = policy.act_inference(obs).detach()
+    assert raw.abs().max() > 0.2
+    clipped = raw.clamp(-0.2, 0.2)
+    scripted = torch.jit.load(export_policy(policy, run_copy / "exported", "jit", clip_actions=0.2)["path"])
+    torch.testing.assert_close(scripted(obs), clipped, rtol=0, atol=1e-6)
+    report = export_policy(policy, run_copy / "exported", "onnx", clip_actions=0.2)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(report["path"], providers=["CPUExecutionProvider"])
+    (actions,) = session.run(None, {"obs": obs.numpy()})
+    assert report["clip_actions"] == 0.2 and np.abs(actions - clipped.numpy()).max() <= EXPORT_TOLERANCE
+
+
 def test_export_check_fails_when_the_export_differs(run_copy, monkeypatch):
     import rwm.training.export as export
 

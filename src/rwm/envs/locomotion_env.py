@@ -39,9 +39,15 @@ class LocomotionEnvCfg:
     # even on its own training data (Offline logs it as Offline/validation_epistemic) can be offset by
     # that level, so the penalty prices leaving the data rather than walking at all.
     uncertainty_offset: float = 0.0
+    # Actions are clipped to [-clip_actions, clip_actions] before they reach the simulator (rsl_rl's
+    # VecEnv wrapper setting; None: unclipped). Everything downstream (simulator, rewards, the last
+    # action in the observation, recorded data) sees the clipped action; PPO keeps its own sample.
+    clip_actions: float | None = None
 
     def __post_init__(self) -> None:
         check(self.episode_length_s > 0, f"env.episode_length_s = {self.episode_length_s}; expected > 0.")
+        check(self.clip_actions is None or (math.isfinite(self.clip_actions) and self.clip_actions > 0),
+              f"env.clip_actions = {self.clip_actions}; expected null (no clipping) or a finite number > 0.")
         check(math.isfinite(self.uncertainty_offset) and self.uncertainty_offset >= 0,
               f"env.uncertainty_offset = {self.uncertainty_offset}; expected a finite number >= 0.")
         unknown = sorted(set(self.reward_weights) - set(REWARD_TERMS) - {"uncertainty"})
@@ -107,7 +113,8 @@ class LocomotionEnv:
         actions = check_actions(actions, self.num_envs, self.device)
         dt = self.step_dt
         self.last_action = self.action
-        self.action = actions.clone()
+        clip = self.cfg.clip_actions
+        self.action = actions.clone() if clip is None else actions.clamp(-clip, clip)
         previous_joint_vel = self.state.joint_vel
         self.state = state = self.sim.step(self.action)
         self.episode_length_buf += 1
@@ -129,7 +136,7 @@ class LocomotionEnv:
 
         dones = terminated | time_outs
         reset_ids = torch.nonzero(dones).flatten()
-        extras = {"time_outs": time_outs, "log": {}}
+        extras = {"time_outs": time_outs, "log": {}, "actions": self.action.clone()}  # the actions applied
         if len(reset_ids) > 0:
             extras["log"] = self._episode_log(reset_ids, terminated, time_outs)
             terminal_state, terminal_contact, terminal_termination = to_system_vectors(state.index(reset_ids))

@@ -146,10 +146,16 @@ class ActorCritic(nn.Module):
         self.distribution = Normal(mean, std, validate_args=False)
 
     # ------------------------------------------------------------------ public API
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Sample actions (N, num_actions) for observations (N, num_actor_obs); keeps the distribution."""
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample actions (N, num_actions) for observations (N, num_actor_obs); keeps the distribution.
+
+        `generator` draws the noise reproducibly (e.g. when recording a dataset); None uses torch's global one.
+        """
         self.update_distribution(obs)
-        return self.distribution.sample()
+        if generator is None:
+            return self.distribution.sample()
+        mean, std = self.distribution.mean, self.distribution.stddev
+        return mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
 
     def act_inference(self, obs: torch.Tensor) -> torch.Tensor:
         """Deterministic (mean) actions (N, num_actions) for deployment and evaluation."""

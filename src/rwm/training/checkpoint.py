@@ -38,7 +38,7 @@ from rwm.io import atomic_write
 
 __all__ = [
     "CheckpointError", "LAYOUT_VERSION", "REQUIRED_KEYS", "obs_layout", "save_checkpoint", "load_checkpoint",
-    "check_obs_layout", "find_checkpoint", "list_checkpoints", "capture_rng_state", "restore_rng_state",
+    "check_obs_layout", "find_checkpoint", "list_checkpoints", "checkpoint_iteration", "capture_rng_state", "restore_rng_state",
 ]
 
 LAYOUT_VERSION = 1
@@ -125,10 +125,18 @@ def _first_line(error: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- finding
+def checkpoint_iteration(path: str | os.PathLike) -> int:
+    """The iteration in a checkpoint's file name model_<iter>.pt."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"'{path}' is not named model_<iteration>.pt.")
+    return int(match.group(1))
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """The run's model_<iter>.pt files, sorted by iteration."""
-    found = [(int(m.group(1)), p) for p in Path(run_dir).iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
-    return [p for _, p in sorted(found)]
+    found = [p for p in Path(run_dir).iterdir() if _NAME.match(p.name) and p.is_file()]
+    return sorted(found, key=checkpoint_iteration)
 
 
 def find_checkpoint(run_or_file: str | os.PathLike, checkpoint: str | None = None) -> Path:

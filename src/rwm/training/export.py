@@ -29,10 +29,12 @@ EXPORT_TOLERANCE = 1e-4  # max abs difference between exported and torch actions
 
 
 class PolicyExport(nn.Module):
-    """obs (B, num_obs) -> deterministic actions (B, num_actions): (obs - mean) / (std + eps) -> actor MLP."""
+    """obs (B, num_obs) -> deterministic actions (B, num_actions): (obs - mean) / (std + eps) -> actor MLP,
+    clipped to [-clip_actions, clip_actions] when the task clips (env.clip_actions), as the robot received them."""
 
-    def __init__(self, policy: ActorCritic):
+    def __init__(self, policy: ActorCritic, clip_actions: float | None = None):
         super().__init__()
+        self.clip_actions = clip_actions
         self.actor = copy.deepcopy(policy.actor).cpu().eval()
         normalizer = policy.actor_obs_normalizer
         if policy.obs_normalization:
@@ -45,7 +47,10 @@ class PolicyExport(nn.Module):
         self.register_buffer("obs_scale", scale)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor((obs - self.obs_mean) / self.obs_scale)
+        actions = self.actor((obs - self.obs_mean) / self.obs_scale)
+        if self.clip_actions is not None:
+            actions = actions.clamp(-self.clip_actions, self.clip_actions)
+        return actions
 
 
 def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
@@ -72,13 +77,17 @@ def _random_observations(num_obs: int, batch: int = 256) -> torch.Tensor:
     return torch.randn(batch, num_obs, generator=generator) * 2.0
 
 
-def export_policy(policy: ActorCritic, out_dir: str | os.PathLike, fmt: str = "onnx") -> dict[str, Any]:
-    """Write the policy as ``policy.onnx`` or ``policy.pt`` into `out_dir`; returns path and max abs error."""
+def export_policy(policy: ActorCritic, out_dir: str | os.PathLike, fmt: str = "onnx",
+                  clip_actions: float | None = None) -> dict[str, Any]:
+    """Write the policy as ``policy.onnx`` or ``policy.pt`` into `out_dir`; returns path and max abs error.
+
+    `clip_actions`: the task's env.clip_actions, applied to the exported actions as the task applies it.
+    """
     if fmt not in ("onnx", "jit"):
         raise ValueError(f"export format '{fmt}' is not supported; expected 'onnx' or 'jit'.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    module = PolicyExport(policy).eval()
+    module = PolicyExport(policy, clip_actions).eval()
     obs = _random_observations(policy.num_actor_obs)
     with torch.no_grad():
         reference = module(obs)
@@ -102,7 +111,7 @@ def export_policy(policy: ActorCritic, out_dir: str | os.PathLike, fmt: str = "o
         raise ValueError(f"the exported {fmt} policy differs from the torch policy by {max_diff:.3g} "
                          f"(tolerance {EXPORT_TOLERANCE:g}); '{path}' should not be used.")
     return {"path": str(path), "format": fmt, "max_abs_diff": max_diff, "num_obs": policy.num_actor_obs,
-            "num_actions": policy.num_actions, "checked_samples": int(obs.shape[0])}
+            "num_actions": policy.num_actions, "checked_samples": int(obs.shape[0]), "clip_actions": clip_actions}
 
 
 def _export_onnx(module: nn.Module, num_obs: int, path: Path) -> None:

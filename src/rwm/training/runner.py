@@ -55,6 +55,7 @@ from rwm.tasks.anymal_d_flat import TaskCfg, split_scale, stored_task_cfg, with_
 from rwm.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
+    checkpoint_iteration,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -573,7 +574,7 @@ def _train(cfg: TaskCfg, resume_from: str | Path | None, extensions: Sequence[Ru
             raise ValueError(f"the run in '{log_dir}' has already completed {payload['iter']} iterations and "
                              f"runner.max_iterations is {cfg.runner.max_iterations}; raise it (--max-iterations) "
                              "to train further.")
-        later = [p.name for p in list_checkpoints(log_dir) if int(p.stem.split("_")[1]) > payload["iter"]]
+        later = [p.name for p in list_checkpoints(log_dir) if checkpoint_iteration(p) > payload["iter"]]
         if later:
             raise ValueError(f"'{checkpoint.name}' is not the latest checkpoint of '{log_dir}' ({later[-1]} is "
                              "newer) and resuming it would overwrite later checkpoints; resume the run directory, "

@@ -82,8 +82,13 @@ class TransitionRecorder:
         self.buffer.start_new_episodes()
 
     def record(self, actions: torch.Tensor, next_obs: dict[str, torch.Tensor], extras: dict) -> None:
-        """One environment step: `actions` were taken from the previous observations, giving `next_obs`."""
+        """One environment step: `actions` were taken from the previous observations, giving `next_obs`.
+
+        The environment's `extras["actions"]`, the actions it applied (clipped with env.clip_actions),
+        are recorded when present, so the data pairs each state with what the robot really received.
+        """
         previous = self._previous
+        actions = extras.get("actions", actions)
         self.buffer.add(previous["system_state"], actions, previous["system_contact"],
                         previous["system_termination"])
         terminal = extras.get("terminal")
