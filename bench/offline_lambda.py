@@ -13,12 +13,9 @@ Stages, each timed:
                  the autoregressive relative L1 error, and their Pearson correlation
 
 The dataset the committed result used (mixed, 1.0 M transitions) came from the Init PPO run's
-checkpoints, all recorded with `rwm dataset record --num-envs 256` (Init task: observation noise
-and pushes on):
-  --policy random --steps 100000 --seed 1       --checkpoint model_100.pt --steps 150000 --seed 2
-  --checkpoint model_250.pt --steps 200000 --seed 3   --checkpoint model_400.pt --steps 250000 --seed 4
-  --checkpoint model_600.pt --steps 300000 --seed 5
-and `rwm dataset merge` of the five files.
+checkpoints: `rwm dataset record-mixed --run <Init run> --steps 1000000 --out mixed.h5` (Init task:
+observation noise and pushes on; random actions, then checkpoints 100, 250, 400 and 600, each
+policy's mean action; `--stochastic` samples the policies' actions instead).
 
 Prints one JSON object as the last line: tracking_ratio_vs_ppo, tracking_ratio_vs_ppo_no_penalty,
 fall_rate, uncertainty_error_correlation, dataset_transitions, sweep. `--quick` records a tiny

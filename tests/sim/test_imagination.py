@@ -332,6 +332,20 @@ def test_a_base_tipped_past_fall_tilt_is_a_fall_whatever_the_termination_head_sa
         ImaginationCfg(fall_tilt=0.0)
 
 
+def test_a_step_beyond_halt_epistemic_ends_the_episode_like_a_fall():
+    M, N = 4, 64
+    model = Recorder(tiny_model(E=3, M=M))
+    model.force_termination = torch.zeros(N, dtype=torch.bool)  # the head predicts no fall anywhere
+    sim = ImaginationSimulator(model, random_windows(M), N, ImaginationCfg(fall_tilt=math.pi), seed=2)
+    assert not sim.step(torch.zeros(N, 12)).base_contact.any()  # off by default
+    halt = float(sim.uncertainty.median())
+    sim.cfg = ImaginationCfg(fall_tilt=math.pi, halt_epistemic=halt)
+    fell = sim.step(torch.zeros(N, 12)).base_contact
+    assert torch.equal(fell, sim.uncertainty > halt) and 0 < int(fell.sum()) < N
+    with pytest.raises(ConfigError, match="imagination.halt_epistemic = -1"):
+        ImaginationCfg(halt_epistemic=-1.0)
+
+
 # ------------------------------------------------------------------------------ members
 def test_each_episode_rolls_out_one_member_and_a_reset_redraws_it():
     M, N, E = 4, 32, 4
@@ -362,7 +376,6 @@ def test_mean_mode_uses_the_ensemble_mean_and_sample_mode_samples():
     chosen = model.last.member_mean[sampler.model_ids, torch.arange(N)]
     std = model.last.member_std[sampler.model_ids, torch.arange(N)]
     assert not torch.equal(sampler._z_state, chosen) and ((sampler._z_state - chosen).abs() < 8 * std).all()
-
 
 
 def test_a_due_push_adds_its_velocity_to_the_predicted_state_and_the_model_rolls_on_from_it():

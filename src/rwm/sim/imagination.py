@@ -100,6 +100,10 @@ class ImaginationCfg:
     push: bool = False
     push_interval_s: tuple[float, float] = (2.0, 4.0)
     push_vel_xy: tuple[float, float] = (-0.5, 0.5)
+    # An imagined step whose epistemic uncertainty exceeds this ends the episode like a fall, so
+    # the task's termination penalty prices it (MOReL's HALT: an offline policy learns to stay
+    # where the ensemble agrees rather than pay a small per-step cost for leaving). 0: off.
+    halt_epistemic: float = 0.0
 
     def __post_init__(self) -> None:
         check(isinstance(self.sample_state, bool), f"imagination.sample_state = {self.sample_state!r}; expected a bool.")
@@ -116,6 +120,8 @@ class ImaginationCfg:
         check(isinstance(self.push, bool), f"imagination.push = {self.push!r}; expected a bool.")
         check_interval("imagination.push_interval_s", self.push_interval_s, low=1e-3)
         check_interval("imagination.push_vel_xy", self.push_vel_xy)
+        check(math.isfinite(self.halt_epistemic) and self.halt_epistemic >= 0,
+              f"imagination.halt_epistemic = {self.halt_epistemic}; expected a number >= 0 (0: off).")
 
     def window_draw(self, step_dt: float) -> dict[str, float | int]:
         """Keyword arguments of `ReplayBuffer.sample` that draw imagination's starting windows."""
@@ -225,8 +231,10 @@ class ImaginationSimulator:
                        else torch.sigmoid(out.termination_logits))  # (N, 1)
         gravity = system_state[:, STATE_SLICES["projected_gravity"]]  # (N, 3), -z is upright
         cos_tilt = -gravity[:, 2] / gravity.norm(dim=-1).clamp(min=1e-6)
-        tipped = (cos_tilt < math.cos(self.cfg.fall_tilt)).unsqueeze(-1)  # (N, 1)
-        self._system_termination = termination.masked_fill(tipped, 1.0)
+        ended = (cos_tilt < math.cos(self.cfg.fall_tilt)).unsqueeze(-1)  # (N, 1) tipped over
+        if self.cfg.halt_epistemic > 0:
+            ended |= (out.epistemic > self.cfg.halt_epistemic).unsqueeze(-1)  # or left what the model knows
+        self._system_termination = termination.masked_fill(ended, 1.0)
         # World yaw rate = z row of R (body -> world) times omega; that row is -projected gravity.
         ang_vel = system_state[:, STATE_SLICES["base_ang_vel"]]
         heading = self._heading - self.step_dt * (ang_vel * gravity).sum(-1)
