@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rwm.data.format import COMMAND_DIM, POLICY_OBS_DIM, DatasetError
-from rwm.data.writer import DatasetWriter
+from rwm.data.writer import DatasetWriter, refuse_existing
 from rwm.sim.state import ACTION_DIM, CONTACT_DIM, STATE_DIM, TERMINATION_DIM
 from rwm.training.world_model_learning import TransitionRecorder
 
@@ -186,8 +186,7 @@ def record_dataset(cfg, policy: Callable[[torch.Tensor], torch.Tensor], out: str
     steps_per_env = math.ceil(steps / num_envs)
     info = {"task": cfg.task_id, "num_envs": num_envs, "seed": cfg.seed, "steps_per_env": steps_per_env,
             "observation_noise": bool(cfg.env.noise.enabled), **(metadata or {})}
-    if Path(out).exists() and not overwrite:
-        raise DatasetError(f"'{out}' already exists; pass --force (overwrite=True) to replace it.")
+    refuse_existing(out, overwrite)
     env = make_env(cfg)
     device = torch.device(cfg.device)
     with DatasetWriter(out, source=source, columns=("policy_observation", "command", "reward"), metadata=info,
@@ -247,8 +246,8 @@ def mixed_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         raise DatasetError(f"run directory '{run_dir}' holds no model_<iteration>.pt checkpoint to record from.")
-    iterations = [checkpoint_iteration(c) for c in checkpoints]
-    return [min(checkpoints, key=lambda c, target=fraction * iterations[-1]: abs(checkpoint_iteration(c) - target))
+    last = checkpoint_iteration(checkpoints[-1])
+    return [min(checkpoints, key=lambda c, target=fraction * last: abs(checkpoint_iteration(c) - target))
             for fraction, _ in MIXED_SOURCES if fraction is not None]
 
 
@@ -268,8 +267,7 @@ def record_mixed_dataset(cfg, run_dir: str | os.PathLike, out: str | os.PathLike
     from rwm.envs.scripted_policies import RandomPolicy
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise DatasetError(f"'{out}' already exists; pass --force (overwrite=True) to replace it.")
+    refuse_existing(out, overwrite)
     checkpoints = iter(mixed_checkpoints(run_dir))
     with tempfile.TemporaryDirectory(prefix=f".{out.stem}_parts_", dir=out.parent) as folder:
         parts = []

@@ -47,6 +47,12 @@ def import_h5py():
     return h5py
 
 
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+    """Stop before any work when `path` exists and may not be replaced."""
+    if Path(path).exists() and not overwrite:
+        raise DatasetError(f"'{path}' already exists; pass --force (overwrite=True) to replace it.")
+
+
 class DatasetWriter:
     """Writes one dataset file; `columns` lists the optional columns it will hold (all or none per record).
 
@@ -63,8 +69,7 @@ class DatasetWriter:
         if unknown:
             raise DatasetError(f"DatasetWriter columns {unknown} are unknown; "
                                f"expected some of {list(OPTIONAL_COLUMNS)}.")
-        if self.path.exists() and not overwrite:
-            raise DatasetError(f"'{self.path}' already exists; pass --force (overwrite=True) to replace it.")
+        refuse_existing(self.path, overwrite)
         if self.path.is_dir():
             raise DatasetError(f"'{self.path}' is a directory; expected a file name for the dataset.")
         self.columns = tuple(REQUIRED_COLUMNS) + tuple(c for c in OPTIONAL_COLUMNS if c in columns)
