@@ -93,6 +93,33 @@ def test_a_random_first_duration_changes_commands_within_short_episodes():
             assert torch.all(left == 1.0) and not changed.any()
 
 
+def test_fast_commands_fill_the_fast_part_of_the_box_in_their_share():
+    from rwm.envs.mdp.commands import VelocityCommand
+
+    n = 20000
+
+    def planar(**fast):
+        cfg = CommandCfg(heading_control=False, standing_fraction=0.0, **fast)
+        command = VelocityCommand(cfg, n, torch.device("cpu"), torch.Generator().manual_seed(0))
+        command.resample(torch.arange(n))
+        return command.command[:, :2]
+
+    speed = planar(fast_share=1.0, fast_speed=1.1).norm(dim=1)
+    assert speed.min() >= 1.1 and speed.max() <= 2 ** 0.5
+    assert planar(fast_share=1.0, fast_speed=1.27).norm(dim=1).min() >= 1.27  # 2 % of the box: found too
+    # uniform over the box outside radius 1.1 (area 0.447 of the box's 4): the part beyond 1.2
+    # (area 0.196) holds 0.196 / 0.447 of the draws
+    assert abs(float((speed > 1.2).float().mean()) - 0.196 / 0.447) < 0.03
+    mixed = planar(fast_share=0.25, fast_speed=1.1).norm(dim=1)
+    uniform = planar().norm(dim=1)
+    assert abs(float((uniform > 1.1).float().mean()) - 0.447 / 4) < 0.01
+    assert abs(float((mixed > 1.1).float().mean()) - (0.75 * 0.447 / 4 + 0.25)) < 0.015
+    with pytest.raises(ConfigError, match=r"commands.fast_speed = 1.3; expected a speed in \[0, 1.27\]"):
+        CommandCfg(fast_speed=1.3)
+    with pytest.raises(ConfigError, match="commands.fast_share = -0.1"):
+        CommandCfg(fast_share=-0.1)
+
+
 @pytest.mark.parametrize("actions, message", [
     (torch.zeros(8, 11), "shape"),
     (torch.zeros(7, 12), "shape"),

@@ -82,6 +82,7 @@ def eval_config(cfg: TaskCfg, num_envs: int | None = None, seed: int | None = No
         f"sim.randomization.push={str(e.pushes).lower()}",
         # every policy meets the same command schedule, whatever its task trained with
         "env.commands.random_first_duration=false",
+        "env.commands.fast_share=0",
     ])
 
 

@@ -28,6 +28,13 @@ class CommandCfg:
     # imagination never sees the command change under its own gait, and falls at the switch when
     # a real 20 s episode brings it.
     random_first_duration: bool = False
+    # Share of resampled commands whose planar velocity is drawn uniformly from the part of the
+    # box at `fast_speed` (m/s) or faster instead of from the whole box. Policies fall most at the
+    # box's fast corners (speeds above 1.1 m/s are 11 % of uniform commands and drew 39-46 % of the
+    # falls of PPO and Finetune policies), so training can practise them more often. Evaluation
+    # always draws uniformly (fast_share = 0).
+    fast_share: float = 0.0
+    fast_speed: float = 1.0
 
     def __post_init__(self) -> None:
         for key in ("resampling_time_s", "lin_vel_x", "lin_vel_y", "ang_vel_z", "heading"):
@@ -39,6 +46,16 @@ class CommandCfg:
               f"commands.standing_fraction = {self.standing_fraction}; expected a value in [0, 1].")
         check(self.heading_stiffness >= 0,
               f"commands.heading_stiffness = {self.heading_stiffness}; expected >= 0.")
+        check(0.0 <= self.fast_share <= 1.0, f"commands.fast_share = {self.fast_share}; expected a value in [0, 1].")
+        # at most 0.9 of the way to the box's farthest corner, so that rejection sampling finds the
+        # fast commands in a few rounds (2 % of the default box lies beyond 0.9 of its corner)
+        fastest = 0.9 * max(math.hypot(x, y) for x in self.lin_vel_x for y in self.lin_vel_y)
+        check(math.isfinite(self.fast_speed) and 0 <= self.fast_speed <= fastest,
+              f"commands.fast_speed = {self.fast_speed}; expected a speed in [0, {fastest:.3g}] m/s, at most 0.9 "
+              "of the command box's farthest corner.")
+
+
+FAST_CANDIDATES = 64  # rejection-sampling draws per fast command
 
 
 def wrap_to_pi(angle: torch.Tensor) -> torch.Tensor:
@@ -72,6 +89,26 @@ class VelocityCommand:
         self.command[ids, 2] = self._uniform(n, self.cfg.ang_vel_z)
         self.heading_target[ids] = self._uniform(n, self.cfg.heading)
         self.is_standing[ids] = torch.rand(n, generator=self.generator, device=self.device) < self.cfg.standing_fraction
+        if self.cfg.fast_share > 0:  # only then, so runs without it keep their random streams
+            fast = ids[torch.rand(n, generator=self.generator, device=self.device) < self.cfg.fast_share]
+            self.command[fast, :2] = self._fast_planar(len(fast))
+
+    def _fast_planar(self, n: int) -> torch.Tensor:
+        """(n, 2) planar velocities uniform over the part of the box at `fast_speed` or faster:
+        rejection sampling from the box, `FAST_CANDIDATES` draws per row at a time, until every row
+        has one fast enough."""
+        planar = torch.empty(n, 2, device=self.device)
+        pending = torch.arange(n, device=self.device)
+        while len(pending):
+            m = len(pending)
+            candidates = torch.stack((self._uniform(m * FAST_CANDIDATES, self.cfg.lin_vel_x),
+                                      self._uniform(m * FAST_CANDIDATES, self.cfg.lin_vel_y)), dim=1).view(m, -1, 2)
+            fast_enough = candidates.norm(dim=2) >= self.cfg.fast_speed  # (m, FAST_CANDIDATES)
+            found = fast_enough.any(dim=1)
+            first = fast_enough.float().argmax(dim=1)
+            planar[pending[found]] = candidates[found, first[found]]
+            pending = pending[~found]
+        return planar
 
     def reset(self, ids: torch.Tensor) -> None:
         """New commands for episodes that start again."""
