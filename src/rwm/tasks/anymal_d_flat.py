@@ -426,6 +426,10 @@ def finetune_cfg() -> TaskCfg:
     """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
     env = imagined_env_cfg(uncertainty_weight=0.0)
     env.noise.enabled = False  # spec §2.1: no observation corruption in Finetune
+    # Policies fall most on the fast corners of the command box, and imagined robots are not pushed
+    # unless told: with both set, a CPU-scale run from scratch fell in 0.031 of 512 real robots
+    # (its last five checkpoints: mean 0.038), where pushes alone gave 0.065 (mean 0.094).
+    env.commands.fast_share = 0.3
     # The model arrives trained (Pretrain): one mini-batch per iteration keeps it following the
     # policy's new states at a quarter of Pretrain's update cost, which would otherwise dominate.
     # From a random policy, imagined walking takes off after about 550 iterations at CPU scale and
@@ -434,7 +438,7 @@ def finetune_cfg() -> TaskCfg:
                    runner=RunnerCfg(run_name="finetune", max_iterations=1800),
                    world_model=WorldModelCfg(num_mini_batches=1),
                    world_model_learning=WorldModelLearningCfg(), finetune=FinetuneCfg(),
-                   imagination=ImaginationCfg())
+                   imagination=ImaginationCfg(push=True))
 
 
 def offline_cfg() -> TaskCfg:
