@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from rwm.config import ConfigError, apply_overrides, load_yaml, to_dict
+from rwm.config import ConfigError, load_yaml, to_dict
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, INIT_REWARD_WEIGHTS
 from rwm.sim.imagination import ImaginationCfg
 from rwm.tasks import make_task_cfg
@@ -133,8 +133,9 @@ def test_imagined_episodes_see_commands_change_and_evaluation_keeps_the_common_s
         cfg = make_task_cfg(task)
         assert cfg.env.commands.random_first_duration  # 5.12 s episodes, 10 s commands
         assert not eval_config(cfg).env.commands.random_first_duration
-    fast = apply_overrides(make_task_cfg("Velocity-Flat-Anymal-D-Finetune-v0"), ["env.commands.fast_share=0.3"])
-    assert eval_config(fast).env.commands.fast_share == 0.0  # every policy is evaluated on uniform commands
+    finetune = make_task_cfg("Velocity-Flat-Anymal-D-Finetune-v0")
+    assert finetune.env.commands.fast_share == 0.3 and finetune.imagination.push
+    assert eval_config(finetune).env.commands.fast_share == 0.0  # every policy is evaluated on uniform commands
 
 
 def test_cpu_scale_defaults_and_ppo_numbers():

@@ -426,9 +426,9 @@ def finetune_cfg() -> TaskCfg:
     """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
     env = imagined_env_cfg(uncertainty_weight=0.0)
     env.noise.enabled = False  # spec §2.1: no observation corruption in Finetune
-    # Policies fall most on the fast corners of the command box, and imagined robots are not pushed
-    # unless told: with both set, a CPU-scale run from scratch fell in 0.031 of 512 real robots
-    # (its last five checkpoints: mean 0.038), where pushes alone gave 0.065 (mean 0.094).
+    # Practise the fast commands policies fall on most, and (below) push the imagined robots: with
+    # both, a CPU-scale run from scratch fell in 0.031 of 512 real robots (mean of its last five
+    # checkpoints 0.038); with pushes alone in 0.065 (mean 0.094).
     env.commands.fast_share = 0.3
     # The model arrives trained (Pretrain): one mini-batch per iteration keeps it following the
     # policy's new states at a quarter of Pretrain's update cost, which would otherwise dominate.
