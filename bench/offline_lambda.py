@@ -39,8 +39,8 @@ from rwm.data import DatasetReader  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint, list_checkpoints  # noqa: E402
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
-from rwm.training.offline import episodes_buffer, split_episodes  # noqa: E402
-from rwm.training.runner import resolve_train_config, train  # noqa: E402
+from rwm.training.offline import best_episode_pairs, episodes_buffer, split_episodes  # noqa: E402
+from rwm.training.runner import build_actor_critic, resolve_train_config, train  # noqa: E402
 from rwm.training.world_model_learning import load_world_model_file  # noqa: E402
 from rwm.world_model.evaluation import autoregressive_rollout, uncertainty_error_correlation  # noqa: E402
 
@@ -48,7 +48,8 @@ TASK = "Velocity-Flat-Anymal-D-Offline-v0"
 QUICK = ["runner.num_steps_per_env=8", "runner.save_interval=2", "world_model.ensemble_size=2",
          "world_model.rnn_num_layers=1", "world_model.rnn_hidden_size=32", "world_model.history_horizon=4",
          "world_model.forecast_horizon=2", "world_model.mini_batch_size=16", "world_model.num_mini_batches=1",
-         "world_model_learning.eval_length=12", "world_model_learning.eval_num_windows=4", "offline.fit_updates=4"]
+         "world_model_learning.eval_length=12", "world_model_learning.eval_num_windows=4", "offline.fit_updates=4",
+         "offline.behavior_cloning_updates=20"]
 
 
 def record_quick_dataset(out: Path) -> None:
@@ -79,6 +80,30 @@ def calibration(cfg, checkpoint: Path, dataset: Path, predicted_steps: int, num_
             "windows": num_windows, "predicted_steps": length - history,
             "mean_epistemic": round(sum(result["epistemic"]) / num_windows, 4),
             "mean_relative_l1": round(sum(result["error"]) / num_windows, 4)}
+
+
+def behavior_cloning_only(cfg, dataset: Path, num_envs: int, seconds: float) -> dict | None:
+    """The Offline runs' starting policy, cloned from the dataset as they clone it, in the real simulator
+    (None when the runs did not clone): what PPO in the world model added to, or took from, it."""
+    from rwm.rl.behavior_cloning import clone_behavior
+
+    off = cfg.offline
+    with DatasetReader(dataset) as reader:
+        updates = off.resolved_behavior_cloning_updates(reader.columns)
+        if updates == 0:
+            return None
+        train_eps, _ = split_episodes(reader.num_episodes, off.validation_fraction, cfg.seed)
+        observations, actions, episodes = best_episode_pairs(reader, train_eps, off.behavior_cloning_top_share)
+    torch.manual_seed(cfg.seed)
+    policy = build_actor_critic(cfg, observations.shape[1], actions.shape[1])
+    generator = torch.Generator()
+    generator.manual_seed(cfg.seed + 3)
+    stats = clone_behavior(policy, observations, actions, updates=updates, generator=generator)
+    policy.eval()
+    metrics = evaluate_policy(cfg, policy.act_inference, num_envs=num_envs, seconds=seconds, progress=False)
+    return {"tracking_lin_vel": round(metrics["tracking_lin_vel"], 4), "fall_rate": round(metrics["fall_rate"], 4),
+            "updates": updates, "episodes": episodes, "pairs": int(observations.shape[0]),
+            "action_error": round(stats["loss_final"], 4), "action_std": round(stats["std_mean"], 4)}
 
 
 def trained_run(lam: float, dataset: Path | None) -> Path | None:
@@ -156,7 +181,9 @@ def main() -> None:
         sweep.append({"lambda": lam, "tracking_lin_vel": round(metrics["tracking_lin_vel"], 4),
                       "tracking_ang_vel": round(metrics["tracking_ang_vel"], 4),
                       "fall_rate": round(metrics["fall_rate"], 4), "iterations": iterations, "run": str(run_dir),
-                      "imagined_episode_length": round(last["Train/mean_episode_length"], 1),
+                      # None when no imagined episode ended (--quick's two short iterations)
+                      "imagined_episode_length": (round(last["Train/mean_episode_length"], 1)
+                                                  if "Train/mean_episode_length" in last else None),
                       "imagined_epistemic": round(last["Imagination/epistemic_uncertainty"], 3),
                       "imagined_uncertainty_reward": round(last.get("Episode_Reward/uncertainty", 0.0), 4)})
         print(f"[offline_lambda] lambda {lam:g}: tracking {metrics['tracking_lin_vel']:.3f}, "
@@ -165,6 +192,10 @@ def main() -> None:
     start = time.perf_counter()
     ppo_run, ppo, _ = evaluate_ppo_reference(args.ppo_run, eval_envs, eval_seconds)
     walls["evaluate_ppo"] = round(time.perf_counter() - start, 1)
+
+    start = time.perf_counter()
+    cloned = behavior_cloning_only(first_cfg, dataset, eval_envs, eval_seconds)
+    walls["behavior_cloning_only"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
     calib = calibration(first_cfg, fitted, dataset, predicted_steps=20 if quick else 200,
@@ -178,7 +209,7 @@ def main() -> None:
     def ratio(entry: dict) -> float | None:
         return None if ppo_tracking is None else round(entry["tracking_lin_vel"] / ppo_tracking, 4)
 
-    for entry in sweep:
+    for entry in [*sweep, *([cloned] if cloned else [])]:
         entry["tracking_ratio_vs_ppo"] = ratio(entry)
     emit("offline", {
         "tracking_ratio_vs_ppo": by_lambda[1.0]["tracking_ratio_vs_ppo"],
@@ -192,6 +223,7 @@ def main() -> None:
         "ppo_tracking_lin_vel": None if ppo_tracking is None else round(ppo_tracking, 4),
         "ppo_run": None if ppo_run is None else str(ppo_run),
         "sweep": sweep,
+        "behavior_cloning_only": cloned,
         "evaluation": {"num_envs": eval_envs, "seconds": eval_seconds},
         "wall_clock_s": walls,
     }, quick)

@@ -71,6 +71,25 @@ def test_update_returns_mean_losses_and_clears_storage():
     assert ppo.storage.step == 0
 
 
+def test_an_auxiliary_loss_joins_every_mini_batch():
+    """A heavily weighted pull of the actor's output towards 3 wins over the surrogate; it is logged."""
+    def updated_mean(auxiliary: bool) -> tuple[float, dict]:
+        torch.manual_seed(0)
+        env, ppo = _make_ppo(obs_normalization=False)
+        obs = env.get_observations()["policy"]
+        if auxiliary:
+            ppo.auxiliary_loss = lambda: 10.0 * (ppo.policy.act_inference(obs) - 3.0).square().mean()
+        _collect(env, ppo, obs)
+        losses = ppo.update()
+        with torch.no_grad():
+            return float(ppo.policy.act_inference(obs).mean()), losses
+
+    plain, plain_losses = updated_mean(False)
+    pulled, losses = updated_mean(True)
+    assert "auxiliary" not in plain_losses and losses["auxiliary"] > 0
+    assert pulled > plain + 0.2
+
+
 def test_defaults_match_rsl_rl_style_config():
     ppo = PPO(ActorCritic(3, 3, 2))
     expected = {

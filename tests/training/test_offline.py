@@ -100,6 +100,58 @@ def test_the_uncertainty_penalty_starts_late_and_ramps_up(dataset, tmp_path, no_
     assert runner.env.uncertainty_weight == -1.0
 
 
+def test_ppo_starts_from_a_policy_cloned_from_the_datasets_best_episodes(dataset, tmp_path, no_simulator):
+    runner, _ = train(offline_cfg(tmp_path, dataset, iterations=1, extra=("offline.behavior_cloning_updates=200",)))
+    first = runner.history[0]
+    # 4 episodes of 60 steps, one held out: the best quarter of the other three is one, 60 pairs
+    assert first["Offline/behavior_cloning_pairs"] == 60
+    assert first["Offline/behavior_cloning_loss_final"] < 0.5 * first["Offline/behavior_cloning_loss_initial"]
+    assert first["Loss/auxiliary"] > 0  # PPO stays anchored to the clone (offline.behavior_cloning_weight)
+    free, _ = train(offline_cfg(tmp_path, dataset, iterations=1, extra=("offline.behavior_cloning_updates=200",
+                                                                      "offline.behavior_cloning_weight=0")))
+    assert "Offline/behavior_cloning_pairs" in free.history[0] and "Loss/auxiliary" not in free.history[0]
+    plain, _ = train(offline_cfg(tmp_path, dataset, iterations=1, extra=("offline.behavior_cloning_updates=0",)))
+    assert not any(key.startswith("Offline/behavior_cloning") for key in plain.history[0])
+    assert "Loss/auxiliary" not in plain.history[0]
+    assert no_simulator == []
+
+
+def test_cloning_is_automatic_when_the_dataset_has_observations_and_rewards():
+    from rwm.tasks.anymal_d_flat import OfflineCfg
+
+    full = ("system_state", "system_action", "policy_observation", "reward")
+    assert OfflineCfg().resolved_behavior_cloning_updates(full) == 2000
+    assert OfflineCfg().resolved_behavior_cloning_updates(full[:3]) == 0  # e.g. an imported upstream CSV
+    assert OfflineCfg(behavior_cloning_updates=7).resolved_behavior_cloning_updates(()) == 7
+    with pytest.raises(ConfigError, match="offline.behavior_cloning_top_share = 0"):
+        OfflineCfg(behavior_cloning_top_share=0.0)
+    with pytest.raises(ConfigError, match="offline.behavior_cloning_updates = -2"):
+        OfflineCfg(behavior_cloning_updates=-2)
+
+
+def test_the_cloned_pairs_come_from_the_best_episodes_that_did_not_fall(tmp_path):
+    from rwm.data import DatasetReader
+    from rwm.training.offline import best_episode_pairs
+    from tests.data.conftest import write_episodes
+
+    # (length, ended, fell); episode 1 falls, episode 3 has no transition
+    written = write_episodes(tmp_path / "d.h5", [(10, True, False), (12, True, True), (8, False, False),
+                                                 (1, False, False), (9, True, False)])
+    score = {e: float(written[e]["reward"][:-1].mean()) for e in (0, 2, 4)}
+    best = sorted(score, key=score.get, reverse=True)[:2]  # ceil(3 * 0.5)
+    with DatasetReader(tmp_path / "d.h5") as reader:
+        observations, actions, episodes = best_episode_pairs(reader, range(5), top_share=0.5)
+    assert episodes == 2
+    expected_obs = torch.cat([torch.from_numpy(written[e]["policy_observation"][:-1]) for e in best])
+    expected_act = torch.cat([torch.from_numpy(written[e]["system_action"][:-1]) for e in best])
+    assert torch.equal(observations, expected_obs) and torch.equal(actions, expected_act)
+
+    write_episodes(tmp_path / "bare.h5", [(10, True, False)], optional=False)
+    with DatasetReader(tmp_path / "bare.h5") as reader, \
+            pytest.raises(ValueError, match="no policy_observation or reward column.*behavior_cloning_updates=0"):
+        best_episode_pairs(reader, [0], top_share=1.0)
+
+
 def test_fitting_lowers_the_world_model_loss(dataset, tmp_path, no_simulator):
     cfg = offline_cfg(tmp_path, dataset, extra=("offline.fit_updates=2",))
     _, _, (ext,) = build_mode(cfg, torch.device("cpu"))
@@ -140,6 +192,9 @@ def test_resume_keeps_the_model_and_skips_the_fit(dataset, tmp_path, no_simulato
     resumed, summary = train(cfg, resume_from=runner.log_dir)
     assert summary["iterations"] == 3
     assert "Offline/fit_loss_total" not in resumed.history[0]  # no second initial fit
+    assert "Offline/behavior_cloning_loss_final" in runner.history[0]
+    assert "Offline/behavior_cloning_loss_final" not in resumed.history[0]  # nor a second cloning
+    assert "Loss/auxiliary" in resumed.history[0]  # but the same anchor
     assert no_simulator == []
 
 

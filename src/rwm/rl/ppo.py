@@ -22,7 +22,7 @@ all ranks take the same step and the same learning-rate decision.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -116,6 +116,9 @@ class PPO:
         self.schedule = schedule
         self.desired_kl = float(desired_kl)
         self.normalize_advantage_per_mini_batch = bool(normalize_advantage_per_mini_batch)
+        # A loss added to every mini-batch's PPO loss (e.g. Offline's behaviour-cloning anchor):
+        # a callable returning a scalar tensor with gradients to the policy; None: plain PPO.
+        self.auxiliary_loss: Callable[[], torch.Tensor] | None = None
 
         # What act() computed, waiting for the env's reward in process_env_step().
         self._pending: dict[str, torch.Tensor] | None = None
@@ -275,6 +278,11 @@ class PPO:
             self._check_finite("entropy", entropy_loss)
 
             loss = surrogate_loss + self.value_loss_coef * value_loss - self.entropy_coef * entropy_loss
+            if self.auxiliary_loss is not None:
+                auxiliary = self.auxiliary_loss()
+                self._check_finite("auxiliary", auxiliary)
+                loss = loss + auxiliary
+                sums["auxiliary"] = sums.get("auxiliary", 0.0) + auxiliary.item()
 
             self.optimizer.zero_grad()
             loss.backward()

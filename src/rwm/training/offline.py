@@ -8,8 +8,9 @@ episodes; the reward carries the uncertainty penalty `env.reward_weights.uncerta
 
 `OfflineLearning` (the mode's extension) fits the world model for `offline.fit_updates`
 mini-batch updates when learning starts (a resumed run loads its model instead and skips the
-fit), evaluates it autoregressively on the validation episodes, re-primes imagination with the
-fitted model, and then each iteration logs imagination statistics and, with
+fit), evaluates it autoregressively on the validation episodes, starts the policy from a clone of
+the dataset's best episodes (`offline.behavior_cloning_updates`, `rl.behavior_cloning`), re-primes
+imagination with the fitted model, and then each iteration logs imagination statistics and, with
 `offline.updates_per_iteration` > 0, keeps updating the model on the training episodes.
 Checkpoints carry "system_dynamics_state_dict"/"system_dynamics_optimizer_state_dict" like
 Pretrain's, so `rwm play`, `rwm evaluate`, `rwm visualize` and Finetune (`--load-run`) use the run.
@@ -95,6 +96,40 @@ def episodes_buffer(reader, episodes, device: torch.device | str, num_lanes: int
                                      terminal, fill, device=device)
 
 
+def best_episode_pairs(reader, episodes, top_share: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(policy observations (R, 48), actions (R, 12), number of episodes) of the best of `episodes`.
+
+    The best are the `top_share` of those that did not end in a fall, ranked by mean reward per
+    transition; every record but each episode's last, which carries no action, is a pair.
+    """
+    where = f"dataset '{reader.path}'"
+    missing = [c for c in ("policy_observation", "reward") if c not in reader.columns]
+    if missing:
+        raise ValueError(f"{where} has no {' or '.join(missing)} column, which behaviour cloning "
+                         "(offline.behavior_cloning_updates > 0) needs; record the dataset with `rwm dataset record`, "
+                         "or set offline.behavior_cloning_updates=0.")
+    episodes = np.asarray(episodes, dtype=np.int64)
+    starts, lengths = reader.episode_offsets[episodes], reader.episode_lengths[episodes]
+    candidates = []
+    for e, start, length in zip(episodes.tolist(), starts.tolist(), lengths.tolist()):
+        if length < 2:
+            continue
+        last = reader.read(start + length - 1, start + length, ("system_termination",))["system_termination"]
+        if reader.episode_ended[e] and last[0, 0] > 0.5:
+            continue  # it fell
+        rewards = reader.read(start, start + length - 1, ("reward",))["reward"]
+        candidates.append((float(rewards.mean()), start, length))
+    if not candidates:
+        raise ValueError(f"{where}: none of its training episodes has a transition without a fall to clone.")
+    candidates.sort(key=lambda c: -c[0])
+    kept = candidates[:max(1, math.ceil(len(candidates) * top_share))]
+    blocks = [reader.read(start, start + length - 1, ("policy_observation", "system_action"))
+              for _, start, length in kept]
+    observations = torch.from_numpy(np.concatenate([b["policy_observation"] for b in blocks]))
+    actions = torch.from_numpy(np.concatenate([b["system_action"] for b in blocks]))
+    return observations, actions, len(kept)
+
+
 def build_offline(cfg, device: torch.device):
     """(cfg, imagination env, [OfflineLearning]) for an Offline run; never constructs a simulator."""
     from rwm.data import DatasetReader
@@ -130,6 +165,10 @@ def build_offline(cfg, device: torch.device):
             raise ValueError(f"dataset '{off.dataset}' holds no episodes.")
         # the split must agree on every rank: rank_config made the seed cfg.seed + rank
         train_eps, val_eps = split_episodes(reader.num_episodes, off.validation_fraction, cfg.seed - rank)
+        # from all training episodes, not a rank's shard: rank 0's clone is broadcast to every rank
+        clone_updates = off.resolved_behavior_cloning_updates(reader.columns)
+        clone_data = (best_episode_pairs(reader, train_eps, off.behavior_cloning_top_share)
+                      if clone_updates > 0 else None)
         if world_size > 1:
             from rwm.training.distributed import shard
 
@@ -159,6 +198,7 @@ def build_offline(cfg, device: torch.device):
         cfg.imagination, device=device, seed=cfg.seed, step_dt=step_dt)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     extension = OfflineLearning(cfg, learner, val_buffer, fit_updates=fit_updates,
+                                clone_data=clone_data, clone_updates=clone_updates,
                                 dataset_info={**info, "train_episodes": len(train_eps),
                                               "validation_episodes": len(val_eps)})
     return cfg, env, [extension]
@@ -168,6 +208,7 @@ class OfflineLearning(RunnerExtension):
     """Initial world-model fit, validation numbers, imagination statistics and optional updates (Offline)."""
 
     def __init__(self, cfg, learner: WorldModelLearning, val_buffer: ReplayBuffer | None, *, fit_updates: int,
+                 clone_data: tuple[torch.Tensor, torch.Tensor, int] | None = None, clone_updates: int = 0,
                  dataset_info: dict[str, Any] | None = None):
         self.cfg = cfg
         self.off = cfg.offline
@@ -176,6 +217,10 @@ class OfflineLearning(RunnerExtension):
         self.fit_updates = int(fit_updates)
         self.dataset_info = dict(dataset_info or {})
         self.fitted = self.fit_updates == 0  # nothing to fit: a loaded model, or fitting switched off
+        # (observations, actions, episodes) the policy imitates before PPO and is anchored to during it
+        self.clone_data = clone_data
+        self.clone_updates = int(clone_updates)
+        self.cloned = False  # True once cloned, or when a resumed run brings its own policy
         self.fit_losses: dict[str, float] = {}
         self.validation: dict[str, float] = {}
         self._pending: dict[str, float] = {}  # logged once, with the first iteration of a session
@@ -293,6 +338,10 @@ class OfflineLearning(RunnerExtension):
                   f"mean epistemic uncertainty {self.validation.get('Offline/validation_epistemic', 0.0):.4g}",
                   flush=True)
         pending.update(self.validation)
+        if self.clone_data is not None and not self.cloned:
+            pending.update(self.clone_behavior(runner, announce=main and runner.cfg.runner.console != "none"))
+        if self.clone_data is not None and self.off.behavior_cloning_weight > 0:
+            self.anchor_to_clone(runner)
         self._pending = pending
         self._set_penalty(runner, runner.current_iteration)
         # imagination was primed with the model as it was when the env was built: start it afresh
@@ -300,6 +349,36 @@ class OfflineLearning(RunnerExtension):
         env.reset()
         if runner.cfg.runner.init_at_random_ep_len and callable(getattr(env, "randomize_episode_lengths", None)):
             env.randomize_episode_lengths()
+
+    def clone_behavior(self, runner, announce: bool) -> dict[str, float]:
+        """The policy imitates the dataset's best episodes (offline.behavior_cloning_updates > 0)."""
+        from rwm.rl.behavior_cloning import clone_behavior
+
+        observations, actions, episodes = self.clone_data
+        self.cloned = True
+        generator = torch.Generator()
+        generator.manual_seed(self.cfg.seed + 3)
+        start = time.perf_counter()
+        stats = clone_behavior(runner.policy, observations, actions, updates=self.clone_updates,
+                               generator=generator)
+        if announce:
+            print(f"[rwm offline] policy cloned from the dataset's {episodes} best episodes ({observations.shape[0]:,} "
+                  f"pairs, {self.clone_updates} updates, {time.perf_counter() - start:.0f} s): "
+                  f"action error {stats['loss_initial']:.3g} -> {stats['loss_final']:.3g}, "
+                  f"action std {stats['std_mean']:.3g}", flush=True)
+        return {f"Offline/behavior_cloning_{k}": v for k, v in stats.items()} | {
+            "Offline/behavior_cloning_pairs": float(observations.shape[0])}
+
+    def anchor_to_clone(self, runner) -> None:
+        """Add offline.behavior_cloning_weight x the cloning loss to every PPO mini-batch."""
+        from rwm.rl.behavior_cloning import cloning_loss
+
+        observations, actions, _ = self.clone_data
+        observations, actions = observations.to(runner.device), actions.to(runner.device)
+        weight, policy = self.off.behavior_cloning_weight, runner.policy
+        generator = torch.Generator()
+        generator.manual_seed(self.cfg.seed + 4)
+        runner.alg.auxiliary_loss = lambda: weight * cloning_loss(policy, observations, actions, 4096, generator)
 
     def _set_penalty(self, runner, iteration: int) -> None:
         """The uncertainty reward weight of iteration `iteration`: the configured one, scaled by the ramp."""
@@ -344,4 +423,6 @@ class OfflineLearning(RunnerExtension):
         self.learner.load_state_dict(checkpoint)
         if "system_dynamics_state_dict" in checkpoint:
             self.fitted = True  # a resumed run continues with its model: no second initial fit
+        if "model_state_dict" in checkpoint:
+            self.cloned = True  # and with its policy
         self.learner.num_updates = int(checkpoint.get("offline_world_model_updates", self.learner.num_updates))
