@@ -247,8 +247,11 @@ class OfflineCfg:
     behavior_cloning_top_share: float = 0.25
     # Weight of the cloning loss (mean squared action error on a mini-batch of the cloned pairs)
     # added to every PPO mini-batch, keeping the policy near the data the world model knows
-    # (TD3+BC's anchor, on PPO). 0: the clone is only the starting point.
-    behavior_cloning_weight: float = 1.0
+    # (TD3+BC's anchor, on PPO). 0: the clone is only the starting point. On the CPU-scale mixed
+    # dataset, PPO with the penalty took the clone's real fall rate (0.035 of 512 robots) to 0.63
+    # within 150 iterations without the anchor and to 0.34 in 300 with weight 1; with weight 10 it
+    # was 0.014 after 300.
+    behavior_cloning_weight: float = 10.0
 
     def __post_init__(self) -> None:
         check(self.behavior_cloning_updates >= -1,
