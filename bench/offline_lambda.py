@@ -8,18 +8,22 @@ Stages, each timed:
                  (offline.world_model_checkpoint = the first run's checkpoint, so no refit)
   evaluate       every policy, and the Init PPO policy (`--ppo-run`), in the real simulator as
                  `rwm play` measures it (>= 100 environments x 20 s)
+  clone alone    the runs' starting policy (cloned from the dataset's best episodes, as Offline
+                 does when the dataset has policy observations and rewards) without any PPO, in
+                 the real simulator: what PPO in the world model added to it or took from it
   calibration    on held-out episodes of the dataset (the Offline run's own validation split),
                  per window of history + 200 predicted steps: mean epistemic uncertainty against
                  the autoregressive relative L1 error, and their Pearson correlation
 
 The dataset the committed result used (mixed, 1.0 M transitions) came from the Init PPO run's
-checkpoints: `rwm dataset record-mixed --run <Init run> --steps 1000000 --out mixed.h5` (Init task:
-observation noise and pushes on; random actions, then checkpoints 100, 250, 400 and 600, each
-policy's mean action; `--stochastic` samples the policies' actions instead).
+checkpoints: `rwm dataset record-mixed --run <Init run> --steps 1000000 --stochastic --out mixed.h5`
+(Init task: observation noise and pushes on; random actions, then checkpoints 100, 250, 400 and
+600, actions sampled from each policy's Gaussian); it ran `--weights 1 0` with the overrides
+runner.max_iterations=300 and offline.world_model_checkpoint=<a model fitted on that dataset>.
 
 Prints one JSON object as the last line: tracking_ratio_vs_ppo, tracking_ratio_vs_ppo_no_penalty,
-fall_rate, uncertainty_error_correlation, dataset_transitions, sweep. `--quick` records a tiny
-random dataset and runs the same path at tiny sizes in under a minute.
+fall_rate, uncertainty_error_correlation, dataset_transitions, sweep, behavior_cloning_only.
+`--quick` records a tiny random dataset and runs the same path at tiny sizes in under a minute.
 """
 
 from __future__ import annotations
