@@ -43,7 +43,7 @@ from rwm.data import DatasetReader  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint, list_checkpoints  # noqa: E402
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
-from rwm.training.offline import best_episode_pairs, episodes_buffer, split_episodes  # noqa: E402
+from rwm.training.offline import best_episode_pairs, clone_policy, episodes_buffer, split_episodes  # noqa: E402
 from rwm.training.runner import build_actor_critic, resolve_train_config, train  # noqa: E402
 from rwm.training.world_model_learning import load_world_model_file  # noqa: E402
 from rwm.world_model.evaluation import autoregressive_rollout, uncertainty_error_correlation  # noqa: E402
@@ -89,20 +89,17 @@ def calibration(cfg, checkpoint: Path, dataset: Path, predicted_steps: int, num_
 def behavior_cloning_only(cfg, dataset: Path, num_envs: int, seconds: float) -> dict | None:
     """The Offline runs' starting policy, cloned from the dataset as they clone it, in the real simulator
     (None when the runs did not clone): what PPO in the world model added to, or took from, it."""
-    from rwm.rl.behavior_cloning import clone_behavior
-
     off = cfg.offline
     with DatasetReader(dataset) as reader:
         updates = off.resolved_behavior_cloning_updates(reader.columns)
         if updates == 0:
             return None
         train_eps, _ = split_episodes(reader.num_episodes, off.validation_fraction, cfg.seed)
-        observations, actions, episodes = best_episode_pairs(reader, train_eps, off.behavior_cloning_top_share)
+        pairs = best_episode_pairs(reader, train_eps, off.behavior_cloning_top_share)
+    observations, actions, episodes = pairs
     torch.manual_seed(cfg.seed)
     policy = build_actor_critic(cfg, observations.shape[1], actions.shape[1])
-    generator = torch.Generator()
-    generator.manual_seed(cfg.seed + 3)
-    stats = clone_behavior(policy, observations, actions, updates=updates, generator=generator)
+    stats = clone_policy(policy, pairs, updates, cfg.seed)
     policy.eval()
     metrics = evaluate_policy(cfg, policy.act_inference, num_envs=num_envs, seconds=seconds, progress=False)
     return {"tracking_lin_vel": round(metrics["tracking_lin_vel"], 4), "fall_rate": round(metrics["fall_rate"], 4),

@@ -109,16 +109,16 @@ def best_episode_pairs(reader, episodes, top_share: float) -> tuple[torch.Tensor
                          "(offline.behavior_cloning_updates > 0) needs; record the dataset with `rwm dataset record`, "
                          "or set offline.behavior_cloning_updates=0.")
     episodes = np.asarray(episodes, dtype=np.int64)
+    episodes = episodes[reader.episode_lengths[episodes] >= 2]  # at least one transition
     starts, lengths = reader.episode_offsets[episodes], reader.episode_lengths[episodes]
-    candidates = []
-    for e, start, length in zip(episodes.tolist(), starts.tolist(), lengths.tolist()):
-        if length < 2:
-            continue
-        last = reader.read(start + length - 1, start + length, ("system_termination",))["system_termination"]
-        if reader.episode_ended[e] and last[0, 0] > 0.5:
-            continue  # it fell
-        rewards = reader.read(start, start + length - 1, ("reward",))["reward"]
-        candidates.append((float(rewards.mean()), start, length))
+    # two (R,) columns read once; each episode's last record (no action) is left out of its mean
+    columns = reader.read(0, reader.num_records, ("reward", "system_termination"))
+    rewards = columns["reward"].astype(np.float64)
+    reward_sums = np.add.reduceat(rewards, reader.episode_offsets[:-1])[episodes] - rewards[starts + lengths - 1]
+    fell = reader.episode_ended[episodes] & (columns["system_termination"][starts + lengths - 1, 0] > 0.5)
+    candidates = [(total / (length - 1), start, length)
+                  for total, start, length, down in zip(reward_sums.tolist(), starts.tolist(), lengths.tolist(),
+                                                        fell.tolist()) if not down]
     if not candidates:
         raise ValueError(f"{where}: none of its training episodes has a transition without a fall to clone.")
     candidates.sort(key=lambda c: -c[0])
@@ -128,6 +128,17 @@ def best_episode_pairs(reader, episodes, top_share: float) -> tuple[torch.Tensor
     observations = torch.from_numpy(np.concatenate([b["policy_observation"] for b in blocks]))
     actions = torch.from_numpy(np.concatenate([b["system_action"] for b in blocks]))
     return observations, actions, len(kept)
+
+
+def clone_policy(policy, clone_data: tuple[torch.Tensor, torch.Tensor, int], updates: int, seed: int
+                 ) -> dict[str, float]:
+    """`rl.behavior_cloning.clone_behavior` of `policy` on `best_episode_pairs`' output, seeded as Offline seeds it."""
+    from rwm.rl.behavior_cloning import clone_behavior
+
+    observations, actions, _ = clone_data
+    generator = torch.Generator()
+    generator.manual_seed(seed + 3)
+    return clone_behavior(policy, observations, actions, updates=updates, generator=generator)
 
 
 def build_offline(cfg, device: torch.device):
@@ -352,15 +363,10 @@ class OfflineLearning(RunnerExtension):
 
     def clone_behavior(self, runner, announce: bool) -> dict[str, float]:
         """The policy imitates the dataset's best episodes (offline.behavior_cloning_updates > 0)."""
-        from rwm.rl.behavior_cloning import clone_behavior
-
-        observations, actions, episodes = self.clone_data
+        observations, _, episodes = self.clone_data
         self.cloned = True
-        generator = torch.Generator()
-        generator.manual_seed(self.cfg.seed + 3)
         start = time.perf_counter()
-        stats = clone_behavior(runner.policy, observations, actions, updates=self.clone_updates,
-                               generator=generator)
+        stats = clone_policy(runner.policy, self.clone_data, self.clone_updates, self.cfg.seed)
         if announce:
             print(f"[rwm offline] policy cloned from the dataset's {episodes} best episodes ({observations.shape[0]:,} "
                   f"pairs, {self.clone_updates} updates, {time.perf_counter() - start:.0f} s): "
