@@ -175,6 +175,17 @@ def test_fitting_lowers_the_world_model_loss(dataset, tmp_path, no_simulator):
     assert loss() < before
 
 
+def test_a_run_depends_on_its_seed_only_not_on_the_random_state_before_it(dataset, tmp_path, no_simulator):
+    fits = []
+    for earlier_state, seed in ((1, 0), (2, 0), (1, 1)):
+        torch.manual_seed(earlier_state)  # whatever ran before train() in this process
+        cfg = apply_overrides(offline_cfg(tmp_path / f"{earlier_state}_{seed}", dataset, iterations=1), [f"seed={seed}"])
+        runner, _ = train(cfg)
+        fits.append(runner.history[0]["Offline/fit_loss_total"])
+    assert fits[0] == fits[1]  # the world model is built from the run's seed
+    assert fits[0] != fits[2]
+
+
 def test_a_fit_without_a_progress_bar_prints_evenly_spaced_progress_lines(dataset, tmp_path, capsys, no_simulator):
     cfg = offline_cfg(tmp_path, dataset, extra=("offline.fit_updates=8", "world_model.num_mini_batches=2"))
     _, _, (ext,) = build_mode(cfg, torch.device("cpu"))

@@ -565,6 +565,7 @@ def _train(cfg: TaskCfg, resume_from: str | Path | None, extensions: Sequence[Ru
     if env is None and not extensions:
         from rwm.training.modes import build_mode
 
+        seed_everything(cfg.seed)  # the mode builds networks (Offline: the world model) before the Runner seeds
         cfg, env, extensions = build_mode(cfg, device)
     if resume_from is not None:
         checkpoint = find_checkpoint(resume_from)
