@@ -5,9 +5,12 @@ Stages, each timed:
                  penalty (lambda = 1, i.e. env.reward_weights.uncertainty = -1); it fits the E = 5
                  ensemble on the dataset, then trains PPO in its imagination
   sweep          the other penalty weights, each a fresh policy on that same fitted world model
-                 (offline.world_model_checkpoint = the first run's checkpoint, so no refit)
+                 (offline.world_model_checkpoint = the first run's checkpoint, so no refit);
+                 lambda 1 and lambda 0 with every training seed (`--seeds`), the others with the first
   evaluate       every policy, and the Init PPO policy (`--ppo-run`), in the real simulator as
-                 `rwm play` measures it (>= 100 environments x 20 s)
+                 `rwm play` measures it (512 robots x 20 s); the lambda 1 and lambda 0 policies under
+                 every evaluation seed (`--eval-seeds`, each a fresh set of robots and commands), so
+                 their fall rates are compared over all seeds' robots (two-proportion z-test)
   clone alone    the runs' starting policy (cloned from the dataset's best episodes, as Offline
                  does when the dataset has policy observations and rewards) without any PPO, in
                  the real simulator: what PPO in the world model added to it or took from it
@@ -18,21 +21,26 @@ Stages, each timed:
 The dataset the committed result used (mixed, 1.0 M transitions) came from the Init PPO run's
 checkpoints: `rwm dataset record-mixed --run <Init run> --steps 1000000 --stochastic --out mixed.h5`
 (Init task: observation noise and pushes on; random actions, then checkpoints 100, 250, 400 and
-600, actions sampled from each policy's Gaussian); it ran `--weights 1 0` with the overrides
-runner.max_iterations=300 and offline.world_model_checkpoint=<a model fitted on that dataset>.
+600, actions sampled from each policy's Gaussian); it ran with the default weights and seeds and
+the overrides runner.max_iterations=300 and offline.world_model_checkpoint=<a model fitted on that
+dataset>. A training seed other than the first also draws its own train / validation split of the
+episodes (and so its own cloned episodes); the loaded model was fitted on the first seed's split.
 
 Prints one JSON object as the last line: tracking_ratio_vs_ppo, tracking_ratio_vs_ppo_no_penalty,
-fall_rate, uncertainty_error_correlation, dataset_transitions, sweep, behavior_cloning_only.
+fall_rate, fall_rate_no_penalty, no_penalty_comparison, uncertainty_error_correlation,
+dataset_transitions, sweep, behavior_cloning_only.
 `--quick` records a tiny random dataset and runs the same path at tiny sizes in under a minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import NormalDist
 
 import torch
 
@@ -86,7 +94,17 @@ def calibration(cfg, checkpoint: Path, dataset: Path, predicted_steps: int, num_
             "mean_relative_l1": round(sum(result["error"]) / num_windows, 4)}
 
 
-def behavior_cloning_only(cfg, dataset: Path, num_envs: int, seconds: float) -> dict | None:
+def measure(cfg, act, num_envs: int, seconds: float, seeds: list[int]) -> dict:
+    """`rwm play`'s tracking (mean) and falls (summed) of one policy under each evaluation seed's robots."""
+    measured = [evaluate_policy(cfg, act, num_envs=num_envs, seconds=seconds, seed=seed, progress=False)
+                for seed in seeds]
+    falls = sum(round(m["fall_rate"] * num_envs) for m in measured)
+    return {"tracking_lin_vel": round(sum(m["tracking_lin_vel"] for m in measured) / len(seeds), 4),
+            "tracking_ang_vel": round(sum(m["tracking_ang_vel"] for m in measured) / len(seeds), 4),
+            "fall_rate": round(falls / (num_envs * len(seeds)), 4), "falls": falls, "robots": num_envs * len(seeds)}
+
+
+def behavior_cloning_only(cfg, dataset: Path, num_envs: int, seconds: float, seeds: list[int]) -> dict | None:
     """The Offline runs' starting policy, cloned from the dataset as they clone it, in the real simulator
     (None when the runs did not clone): what PPO in the world model added to, or took from, it."""
     off = cfg.offline
@@ -101,26 +119,42 @@ def behavior_cloning_only(cfg, dataset: Path, num_envs: int, seconds: float) -> 
     policy = build_actor_critic(cfg, observations.shape[1], actions.shape[1])
     stats = clone_policy(policy, pairs, updates, cfg.seed)
     policy.eval()
-    metrics = evaluate_policy(cfg, policy.act_inference, num_envs=num_envs, seconds=seconds, progress=False)
-    return {"tracking_lin_vel": round(metrics["tracking_lin_vel"], 4), "fall_rate": round(metrics["fall_rate"], 4),
+    return {**measure(cfg, policy.act_inference, num_envs, seconds, seeds),
             "updates": updates, "episodes": episodes, "pairs": int(observations.shape[0]),
             "action_error": round(stats["loss_final"], 4), "action_std": round(stats["std_mean"], 4)}
 
 
-def trained_run(lam: float, dataset: Path | None) -> Path | None:
-    """The latest `bench_offline_l<lam>` run with a checkpoint, trained with penalty weight -lam (on `dataset`).
+def trained_run(lam: float, seed: int, dataset: Path | None) -> Path | None:
+    """The latest `bench_offline_l<lam>_s<seed>` run with a checkpoint, trained with penalty weight -lam and
+    `seed` (on `dataset`).
 
     A run stopped early (Ctrl-C / SIGTERM write a checkpoint) counts; its iterations are reported.
     """
-    for run in sorted(Path("logs").glob(f"anymal_d_flat/*_bench_offline_l{lam:g}"), reverse=True):
+    for run in sorted(Path("logs").glob(f"anymal_d_flat/*_{run_name(lam, seed)}"), reverse=True):
         checkpoints = list_checkpoints(run)
         if not checkpoints:
             continue
         _, cfg, _ = policy_from_checkpoint(checkpoints[-1])
         same_data = dataset is None or Path(cfg.offline.dataset).resolve() == dataset.resolve()
-        if cfg.env.reward_weights["uncertainty"] == -lam and same_data:
+        if cfg.env.reward_weights["uncertainty"] == -lam and cfg.seed == seed and same_data:
             return run
     return None
+
+
+def run_name(lam: float, seed: int) -> str:
+    return f"bench_offline_l{lam:g}_s{seed}"
+
+
+def fall_rate_difference(falls: int, robots: int, falls_other: int, robots_other: int) -> dict:
+    """Two-proportion z-test of `falls_other / robots_other` against `falls / robots` (pooled variance).
+
+    Every robot counts as one independent trial; `z` > 0 when the other rate is the higher one,
+    `p_value` is two-sided.
+    """
+    pooled = (falls + falls_other) / (robots + robots_other)
+    spread = math.sqrt(pooled * (1.0 - pooled) * (1.0 / robots + 1.0 / robots_other))
+    z = (falls_other / robots_other - falls / robots) / spread if spread > 0 else 0.0
+    return {"z": round(z, 2), "p_value": round(2.0 * (1.0 - NormalDist().cdf(abs(z))), 4)}
 
 
 def main() -> None:
@@ -130,17 +164,26 @@ def main() -> None:
     add_ppo_run_argument(parser)
     parser.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.0, 0.5, 2.0, 5.0],
                         help="penalty weights lambda (reward weight -lambda); the first one fits the world model")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="training seeds of the lambda 1 and lambda 0 policies (default 0 1 2; --quick: 0); "
+                             "the other weights train once, with the first seed")
+    parser.add_argument("--eval-seeds", type=int, nargs="+", default=None,
+                        help="evaluation seeds each lambda 1 and lambda 0 policy is measured under, each a fresh "
+                             "set of robots (default 1 2 3; --quick: 1); every other policy takes the first")
     parser.add_argument("--overrides", nargs="*", default=[], help="KEY=VALUE overrides for every Offline run")
     parser.add_argument("--reuse", action="store_true",
-                        help="evaluate the latest logs/anymal_d_flat/*_bench_offline_l<lambda> runs instead "
-                             "of training (each trained as this script would: `rwm train --run-name "
-                             "bench_offline_l<lambda>`; the first weight's run fits the model the others load)")
+                        help="evaluate the latest logs/anymal_d_flat/*_bench_offline_l<lambda>_s<seed> runs "
+                             "instead of training (each trained as this script would: `rwm train --seed "
+                             "<seed> --run-name bench_offline_l<lambda>_s<seed>`; the first weight's first "
+                             "run fits the model the others load)")
     args = parser.parse_args()
     quick = args.quick
     if not quick and args.dataset is None:
         parser.error("--dataset FILE is required (see the recipe above), or pass --quick")
     if 1.0 not in args.weights or 0.0 not in args.weights:
         parser.error("--weights must include 1 (the default penalty) and 0 (no penalty)")
+    seeds = args.seeds or ([0] if quick else [0, 1, 2])
+    eval_seeds = args.eval_seeds or ([1] if quick else [1, 2, 3])
     scratch = tempfile.TemporaryDirectory()
     dataset = args.dataset
     if dataset is None:
@@ -149,53 +192,61 @@ def main() -> None:
     with DatasetReader(dataset) as reader:
         transitions = int(reader.num_records - reader.num_episodes)
 
-    eval_envs, eval_seconds = (8, 2.0) if quick else (128, 20.0)
+    eval_envs, eval_seconds = (8, 2.0) if quick else (512, 20.0)
     sweep, walls, fitted, first_cfg = [], {}, None, None
     for lam in args.weights:
-        start = time.perf_counter()
-        reused = trained_run(lam, None if quick else dataset) if args.reuse else None
-        if args.reuse and reused is None:
-            parser.error(f"--reuse: no logs/anymal_d_flat/*_bench_offline_l{lam:g} run with penalty weight "
-                         f"{-lam:g} on {dataset}")
-        if reused is not None:
-            checkpoint = find_checkpoint(reused)
-            policy, cfg, payload = policy_from_checkpoint(checkpoint)
-            act, run_dir, iterations = policy.act_inference, reused, int(payload["iter"])
-            train_s = run_wall_clock(reused)
-        else:
-            overrides = ["runner.console=line", "runner.progress_bar=false", f"offline.dataset={dataset}",
-                         f"env.reward_weights.uncertainty={-lam}",
-                         *([f"offline.world_model_checkpoint={fitted}"] if fitted else []),
-                         *(QUICK if quick else []), *args.overrides]
-            cfg, _ = resolve_train_config(TASK, overrides, run_name=f"bench_offline_l{lam:g}",
-                                          num_envs=16 if quick else None, max_iterations=2 if quick else None)
-            runner, summary = train(cfg)
-            cfg, act, run_dir = runner.cfg, runner.get_inference_policy(), runner.log_dir
-            iterations = summary["iterations"]
-            checkpoint, train_s = find_checkpoint(run_dir), time.perf_counter() - start
-        if fitted is None:
-            fitted, first_cfg = checkpoint, cfg
-        start = time.perf_counter()
-        metrics = evaluate_policy(cfg, act, num_envs=eval_envs, seconds=eval_seconds, progress=False)
-        walls[f"lambda_{lam:g}"] = {"train": round(train_s, 1), "evaluate": round(time.perf_counter() - start, 1)}
-        last = last_metrics(run_dir)  # the imagined episodes at the end of training
-        sweep.append({"lambda": lam, "tracking_lin_vel": round(metrics["tracking_lin_vel"], 4),
-                      "tracking_ang_vel": round(metrics["tracking_ang_vel"], 4),
-                      "fall_rate": round(metrics["fall_rate"], 4), "iterations": iterations, "run": str(run_dir),
-                      # None when no imagined episode ended (--quick's two short iterations)
-                      "imagined_episode_length": (round(last["Train/mean_episode_length"], 1)
-                                                  if "Train/mean_episode_length" in last else None),
-                      "imagined_epistemic": round(last["Imagination/epistemic_uncertainty"], 3),
-                      "imagined_uncertainty_reward": round(last.get("Episode_Reward/uncertainty", 0.0), 4)})
-        print(f"[offline_lambda] lambda {lam:g}: tracking {metrics['tracking_lin_vel']:.3f}, "
-              f"fall rate {metrics['fall_rate']:.3f}", flush=True)
+        compared = lam in (0.0, 1.0)  # the acceptance pair: every seed, every evaluation seed
+        policies = []
+        for seed in seeds if compared else seeds[:1]:
+            start = time.perf_counter()
+            reused = trained_run(lam, seed, None if quick else dataset) if args.reuse else None
+            if args.reuse and reused is None:
+                parser.error(f"--reuse: no logs/anymal_d_flat/*_{run_name(lam, seed)} run with penalty weight "
+                             f"{-lam:g} and seed {seed} on {dataset}")
+            if reused is not None:
+                checkpoint = find_checkpoint(reused)
+                policy, cfg, payload = policy_from_checkpoint(checkpoint)
+                act, run_dir, iterations = policy.act_inference, reused, int(payload["iter"])
+                train_s = run_wall_clock(reused)
+            else:
+                overrides = ["runner.console=line", "runner.progress_bar=false", f"offline.dataset={dataset}",
+                             f"env.reward_weights.uncertainty={-lam}",
+                             *([f"offline.world_model_checkpoint={fitted}"] if fitted else []),
+                             *(QUICK if quick else []), *args.overrides]
+                cfg, _ = resolve_train_config(TASK, overrides, run_name=run_name(lam, seed), seed=seed,
+                                              num_envs=16 if quick else None, max_iterations=2 if quick else None)
+                runner, summary = train(cfg)
+                cfg, act, run_dir = runner.cfg, runner.get_inference_policy(), runner.log_dir
+                iterations = summary["iterations"]
+                checkpoint, train_s = find_checkpoint(run_dir), time.perf_counter() - start
+            if fitted is None:
+                fitted, first_cfg = checkpoint, cfg
+            start = time.perf_counter()
+            metrics = measure(cfg, act, eval_envs, eval_seconds, eval_seeds if compared else eval_seeds[:1])
+            walls[f"lambda_{lam:g}_seed_{seed}"] = {"train": round(train_s, 1),
+                                                    "evaluate": round(time.perf_counter() - start, 1)}
+            last = last_metrics(run_dir)  # the imagined episodes at the end of training
+            policies.append({
+                "seed": seed, "run": str(run_dir), "iterations": iterations, **metrics,
+                # None when no imagined episode ended (--quick's two short iterations)
+                "imagined_episode_length": (round(last["Train/mean_episode_length"], 1)
+                                            if "Train/mean_episode_length" in last else None),
+                "imagined_epistemic": round(last["Imagination/epistemic_uncertainty"], 3),
+                "imagined_uncertainty_reward": round(last.get("Episode_Reward/uncertainty", 0.0), 4)})
+            print(f"[offline_lambda] lambda {lam:g} seed {seed}: tracking {policies[-1]['tracking_lin_vel']:.3f}, "
+                  f"falls {metrics['falls']} of {metrics['robots']}", flush=True)
+        falls, robots = sum(p["falls"] for p in policies), sum(p["robots"] for p in policies)
+        sweep.append({"lambda": lam,
+                      "tracking_lin_vel": round(sum(p["tracking_lin_vel"] for p in policies) / len(policies), 4),
+                      "tracking_ang_vel": round(sum(p["tracking_ang_vel"] for p in policies) / len(policies), 4),
+                      "fall_rate": round(falls / robots, 4), "falls": falls, "robots": robots, "policies": policies})
 
     start = time.perf_counter()
     ppo_run, ppo, _ = evaluate_ppo_reference(args.ppo_run, eval_envs, eval_seconds)
     walls["evaluate_ppo"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
-    cloned = behavior_cloning_only(first_cfg, dataset, eval_envs, eval_seconds)
+    cloned = behavior_cloning_only(first_cfg, dataset, eval_envs, eval_seconds, eval_seeds)
     walls["behavior_cloning_only"] = round(time.perf_counter() - start, 1)
 
     start = time.perf_counter()
@@ -212,11 +263,21 @@ def main() -> None:
 
     for entry in [*sweep, *([cloned] if cloned else [])]:
         entry["tracking_ratio_vs_ppo"] = ratio(entry)
+    penalised, unpenalised = by_lambda[1.0], by_lambda[0.0]
     emit("offline", {
-        "tracking_ratio_vs_ppo": by_lambda[1.0]["tracking_ratio_vs_ppo"],
-        "tracking_ratio_vs_ppo_no_penalty": by_lambda[0.0]["tracking_ratio_vs_ppo"],
-        "fall_rate": by_lambda[1.0]["fall_rate"],
-        "fall_rate_no_penalty": by_lambda[0.0]["fall_rate"],
+        "tracking_ratio_vs_ppo": penalised["tracking_ratio_vs_ppo"],
+        "tracking_ratio_vs_ppo_no_penalty": unpenalised["tracking_ratio_vs_ppo"],
+        "fall_rate": penalised["fall_rate"],
+        "fall_rate_no_penalty": unpenalised["fall_rate"],
+        # does lambda 0 fall more often than lambda 1? all seeds' robots pooled
+        "no_penalty_comparison": {
+            "falls": penalised["falls"], "robots": penalised["robots"],
+            "falls_no_penalty": unpenalised["falls"], "robots_no_penalty": unpenalised["robots"],
+            **fall_rate_difference(penalised["falls"], penalised["robots"],
+                                   unpenalised["falls"], unpenalised["robots"]),
+            "seeds_with_more_falls": sum(a["falls"] > b["falls"] for a, b in
+                                         zip(unpenalised["policies"], penalised["policies"])),
+            "seeds": len(seeds)},
         "uncertainty_error_correlation": calib["uncertainty_error_correlation"],
         "calibration": calib,
         "dataset_transitions": transitions,
@@ -225,7 +286,8 @@ def main() -> None:
         "ppo_run": None if ppo_run is None else str(ppo_run),
         "sweep": sweep,
         "behavior_cloning_only": cloned,
-        "evaluation": {"num_envs": eval_envs, "seconds": eval_seconds},
+        "evaluation": {"num_envs": eval_envs, "seconds": eval_seconds, "seeds": eval_seeds,
+                       "training_seeds": seeds},
         "wall_clock_s": walls,
     }, quick)
 
