@@ -9,6 +9,9 @@ actuators, so no Python runs between substeps.
 Randomisation follows spec §3.4: at start-up, per-environment friction, added base mass and
 base centre-of-mass offset (through the batch's per-simulation model fields); at reset, base
 pose and velocity and scaled default joint positions; every 10-15 s, a push.
+
+`sim.robot_variant` and `sim.robot` change the robot itself (payload, motors, joints, gains,
+latency, feet: rwm.sim.robot_variant); the randomisation acts on the changed robot.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from mujoco import batch as mj_batch
 
 from rwm.config import check, check_interval
+from rwm.sim.robot_variant import NOMINAL_FRICTION, RobotCfg, check_variant, compile_model, resolve
 from rwm.sim.state import DEFAULT_JOINT_POS, JOINT_NAMES, LEGS, NUM_JOINTS, RobotState
 
 MODEL_PATH = resources.files("rwm.robots") / "anymal_d" / "anymal_d.xml"
@@ -56,7 +60,9 @@ class RandomizationCfg:
     push_interval_s: tuple[float, float] = (10.0, 15.0)
     push_vel_xy: tuple[float, float] = (-0.5, 0.5)  # m/s added to world-frame vx, vy
     # at start-up, per environment
-    friction: tuple[float, float] = (0.8, 0.8)  # robot geoms (terrain friction 1.0, multiplied)
+    # robot geoms (terrain friction 1.0, multiplied); a draw d scales a geom's own coefficient c (0.8 unless
+    # sim.robot changes it) to c * d / 0.8
+    friction: tuple[float, float] = (NOMINAL_FRICTION, NOMINAL_FRICTION)
     added_base_mass: tuple[float, float] = (-5.0, 5.0)  # kg
     base_com_offset_xy: tuple[float, float] = (-0.05, 0.05)  # m
     base_com_offset_z: tuple[float, float] = (-0.01, 0.01)  # m
@@ -74,8 +80,8 @@ class RandomizationCfg:
         """No randomisation at all: every reset is the default standing pose at rest."""
         zero = (0.0, 0.0)
         return cls(base_pos_xy=zero, base_yaw=zero, base_vel=zero, joint_pos_scale=(1.0, 1.0),
-                   push=False, friction=(0.8, 0.8), added_base_mass=zero, base_com_offset_xy=zero,
-                   base_com_offset_z=zero)
+                   push=False, friction=(NOMINAL_FRICTION, NOMINAL_FRICTION), added_base_mass=zero,
+                   base_com_offset_xy=zero, base_com_offset_z=zero)
 
 
 @dataclass
@@ -91,6 +97,8 @@ class MujocoSimCfg:
     num_threads: int = 0  # MuJoCo batch threads; 0 = all CPUs
     solver: SolverCfg = field(default_factory=SolverCfg)
     randomization: RandomizationCfg = field(default_factory=RandomizationCfg)
+    robot_variant: str = "nominal"  # a named changed robot (rwm.sim.robot_variant.PRESETS); sim.robot fields set win
+    robot: RobotCfg = field(default_factory=RobotCfg)  # physical changes of the robot; unset ones follow robot_variant
 
     def __post_init__(self) -> None:
         check(self.physics_dt > 0, f"sim.physics_dt = {self.physics_dt}; expected > 0.")
@@ -100,15 +108,21 @@ class MujocoSimCfg:
         check(self.contact_threshold >= 0, f"sim.contact_threshold = {self.contact_threshold}; expected >= 0.")
         check(self.num_threads >= 0, f"sim.num_threads = {self.num_threads}; expected >= 0.")
         check(self.spawn_height > 0, f"sim.spawn_height = {self.spawn_height}; expected > 0.")
+        check_variant(self.robot_variant)
 
     @property
     def step_dt(self) -> float:
         return self.physics_dt * self.decimation
 
+    @property
+    def robot_params(self) -> RobotCfg:
+        """The robot simulated: every `robot` field resolved against the preset `robot_variant`."""
+        return resolve(self.robot_variant, self.robot)
+
 
 def load_model(cfg: MujocoSimCfg) -> mujoco.MjModel:
-    """The ANYmal-D MjModel with the configured timing and solver."""
-    model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
+    """The ANYmal-D MjModel with the configured robot changes, timing and solver."""
+    model = compile_model(MODEL_PATH, cfg.robot_params)
     model.opt.timestep = cfg.physics_dt
     model.opt.integrator = getattr(mujoco.mjtIntegrator, f"mjINT_{cfg.solver.integrator.upper()}")
     model.opt.cone = getattr(mujoco.mjtCone, f"mjCONE_{cfg.solver.cone.upper()}")
@@ -172,8 +186,9 @@ class MujocoSimulator:
     """N ANYmal-D environments in one MuJoCo batch; actions in, `RobotState` out.
 
     `step(actions)` takes raw policy actions (N, 12) in JOINT_NAMES order; the joint targets
-    are default + action_scale * action. Environments are independent: `reset(ids)` re-draws
-    only those. Same seed, same trajectories, bit for bit, at any thread count.
+    are default + action_scale * action, applied `sim.robot.latency_steps` control steps later
+    (at once on the nominal robot). Environments are independent: `reset(ids)` re-draws only
+    those. Same seed, same trajectories, bit for bit, at any thread count.
     """
 
     def __init__(self, cfg: MujocoSimCfg, num_envs: int, device: str | torch.device = "cpu", seed: int = 0):
@@ -217,6 +232,9 @@ class MujocoSimulator:
         self._torque_valid = np.zeros(num_envs, dtype=bool)  # torques are zero until the first step
         self._contact_force = np.zeros((num_envs, 9))  # max force over the contact history
         self._push_timer = np.zeros(num_envs)
+        self.latency_steps = cfg.robot_params.latency_steps
+        # (N, latency_steps, 12) joint targets sent but not yet applied, oldest first
+        self._pending_targets = np.zeros((num_envs, self.latency_steps, NUM_JOINTS))
         self.num_failed_simulations = 0  # diverged or rejected simulations, ended as falls
         self._randomize_startup()
         self.state = self.reset()
@@ -224,9 +242,11 @@ class MujocoSimulator:
     # ----------------------------------------------------------------------------- set-up
     def _randomize_startup(self) -> None:
         r, n = self.cfg.randomization, self.num_envs
-        if r.friction[0] != r.friction[1] or r.friction[0] != 0.8:
+        if r.friction[0] != r.friction[1] or r.friction[0] != NOMINAL_FRICTION:
             friction = self.batch.expand("geom_friction")
-            friction[:, self.robot_geoms, 0] = self.rng.uniform(*r.friction, size=(n, 1))
+            draw = self.rng.uniform(*r.friction, size=(n, 1))
+            own = self.model.geom_friction[self.robot_geoms, 0] / NOMINAL_FRICTION  # 1 but where sim.robot changed it
+            friction[:, self.robot_geoms, 0] = draw * own
         mass_changes = r.added_base_mass != (0.0, 0.0)
         com_changes = r.base_com_offset_xy != (0.0, 0.0) or r.base_com_offset_z != (0.0, 0.0)
         if mass_changes:
@@ -262,13 +282,14 @@ class MujocoSimulator:
     def write_state(self, ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> RobotState:
         """Place environments `ids` at full MuJoCo states (qpos (n, 19), qvel (n, 18)), at rest in force.
 
-        Joint targets are set to the current joint positions' defaults, torques and contact
-        histories are cleared, as after an Isaac Lab reset.
+        Joint targets (and those still delayed by latency) are set to the default pose, torques
+        and contact histories are cleared, as after an Isaac Lab reset.
         """
         ids = np.asarray(ids, dtype=np.int64)
         self.qpos[ids] = qpos
         self.qvel[ids] = qvel
         self.ctrl[ids] = self.default_joint_pos
+        self._pending_targets[ids] = self.default_joint_pos
         self._torque_valid[ids] = False
         self._contact_force[ids] = 0.0
         self.state = self._read_state()
@@ -277,6 +298,11 @@ class MujocoSimulator:
     def step(self, actions: torch.Tensor) -> RobotState:
         """Apply raw actions (N, 12) for one control step; returns the new state."""
         targets = self.default_joint_pos + self.cfg.action_scale * actions.detach().to("cpu", torch.float64).numpy()
+        if self.latency_steps:
+            applied = self._pending_targets[:, 0].copy()
+            self._pending_targets[:, :-1] = self._pending_targets[:, 1:]
+            self._pending_targets[:, -1] = targets
+            targets = applied
         self.ctrl[:] = targets
         if self.cfg.randomization.push:
             self._apply_pushes()
