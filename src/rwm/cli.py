@@ -235,6 +235,7 @@ def cmd_play(args: argparse.Namespace) -> int:
 
     checkpoint = _checkpoint_path(args)
     policy, cfg, payload = policy_from_checkpoint(checkpoint, device=args.device or "cpu")
+    cfg = apply_overrides(cfg, args.overrides)  # the environment played in, e.g. sim.robot_variant=payload
     run_dir = checkpoint.parent
     video_path = run_dir / "videos" / f"play_{checkpoint.stem}.mp4" if args.video else None
     num_envs = args.num_envs or cfg.runner.eval.num_envs
@@ -244,7 +245,8 @@ def cmd_play(args: argparse.Namespace) -> int:
           f"pushes {'on' if cfg.runner.eval.pushes else 'off'}", flush=True)
     metrics = evaluate_policy(cfg, policy.act_inference, num_envs=num_envs, seconds=seconds, seed=args.seed,
                               device=args.device, video_path=video_path, progress=not args.quiet)
-    report = {"checkpoint": str(checkpoint), "iteration": payload["iter"], "task": cfg.task_id, **metrics}
+    report = {"checkpoint": str(checkpoint), "iteration": payload["iter"], "task": cfg.task_id,
+              "overrides": args.overrides, **metrics}
     out = save_json(run_dir / "eval" / f"play_{checkpoint.stem}.json", report)
     episode = report["mean_episode_length_s"]
     print(f"  tracking: linear {report['tracking_lin_vel']:.3f} (error {report['lin_vel_error']:.3f} m/s) | "
@@ -681,6 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", action="store_true",
                    help="also render the first environments with the tracking camera into <run>/videos/ (MP4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of the run's config for the environment played in, e.g. sim.robot_variant=payload "
+                        "(a changed robot, see README) or runner.eval.pushes=true")
     p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("export", help="export a trained policy as ONNX or TorchScript",

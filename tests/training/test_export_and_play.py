@@ -84,6 +84,19 @@ def test_play_reports_metrics_and_writes_them_into_the_run(run_copy, capsys):
     for key in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate"):
         assert 0.0 <= report[key] <= 1.0, key
     assert report["lin_vel_error"] >= 0 and report["ang_vel_error"] >= 0
+    assert report["robot_variant"] == "nominal" and report["robot"]["payload_mass"] == 0.0
+
+
+def test_play_evaluates_the_policy_on_a_changed_robot(run_copy, capsys):
+    overrides = ["sim.robot_variant=payload", "sim.robot.latency_steps=1"]
+    assert main(["play", "--run", str(run_copy), "--num-envs", "2", "--seconds", "0.2", "--quiet", *overrides]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["overrides"] == overrides and report["robot_variant"] == "payload"
+    assert report["robot"]["payload_mass"] == 20.0 and report["robot"]["latency_steps"] == 1
+
+    assert main(["play", "--run", str(run_copy), "--quiet", "sim.robot_variant=heavy"]) != 0
+    error = capsys.readouterr().err
+    assert "'heavy'" in error and "weak_motors" in error
 
 
 def test_evaluation_metrics_follow_their_definitions(trained_run):

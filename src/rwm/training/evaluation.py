@@ -24,8 +24,10 @@ acts deterministically (its mean) for ``seconds`` of simulated time. The metrics
     mean length of the episodes that ended inside the window (falls and time-outs); None if none did.
 
 Observation noise and pushes follow ``runner.eval`` (both off by default, like Isaac Lab's
-Play configurations). Episodes last at least the window, so a task trained with short episodes
-(Finetune and Offline imagine 5.12 s ones) is measured exactly like one trained with 20 s episodes.
+Play configurations); the robot is the task's ``sim.robot_variant`` and ``sim.robot``, reported
+as ``robot_variant`` and ``robot``. Episodes last at least the window, so a task trained with
+short episodes (Finetune and Offline imagine 5.12 s ones) is measured exactly like one trained
+with 20 s episodes.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from rwm.config import apply_overrides
+from rwm.config import apply_overrides, to_dict
 from rwm.tasks.anymal_d_flat import TaskCfg
 
 __all__ = ["evaluate_policy", "eval_config", "TRACKING_SIGMA_SQ"]
@@ -191,6 +193,8 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
         "env_steps": env_steps,
         "observation_noise": ecfg.env.noise.enabled,
         "pushes": ecfg.sim.randomization.push,
+        "robot_variant": ecfg.sim.robot_variant,
+        "robot": to_dict(ecfg.sim.robot_params),  # the robot simulated, every change resolved
         "seed": ecfg.seed,
         "eval_wall_clock_s": elapsed,
     }
