@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import platform
 import time
 from pathlib import Path
+from statistics import NormalDist
 
 import torch
 
@@ -113,3 +115,27 @@ def evaluate_ppo_reference(ppo_run: Path | None, num_envs: int,
     policy, cfg, payload = policy_from_checkpoint(find_checkpoint(ppo_run))
     metrics = evaluate_policy(cfg, policy.act_inference, num_envs=num_envs, seconds=seconds, progress=False)
     return ppo_run, metrics, int(payload["infos"]["env_steps"])
+
+
+def measure(cfg, act, num_envs: int, seconds: float, seeds: list[int]) -> dict:
+    """`rwm play`'s tracking (mean) and falls (summed) of one policy under each evaluation seed's robots."""
+    from rwm.training.evaluation import evaluate_policy
+
+    measured = [evaluate_policy(cfg, act, num_envs=num_envs, seconds=seconds, seed=seed, progress=False)
+                for seed in seeds]
+    falls = sum(round(m["fall_rate"] * num_envs) for m in measured)
+    return {"tracking_lin_vel": round(sum(m["tracking_lin_vel"] for m in measured) / len(seeds), 4),
+            "tracking_ang_vel": round(sum(m["tracking_ang_vel"] for m in measured) / len(seeds), 4),
+            "fall_rate": round(falls / (num_envs * len(seeds)), 4), "falls": falls, "robots": num_envs * len(seeds)}
+
+
+def fall_rate_difference(falls: int, robots: int, falls_other: int, robots_other: int) -> dict:
+    """Two-proportion z-test of `falls_other / robots_other` against `falls / robots` (pooled variance).
+
+    Every robot counts as one independent trial; `z` > 0 when the other rate is the higher one,
+    `p_value` is two-sided.
+    """
+    pooled = (falls + falls_other) / (robots + robots_other)
+    spread = math.sqrt(pooled * (1.0 - pooled) * (1.0 / robots + 1.0 / robots_other))
+    z = (falls_other / robots_other - falls / robots) / spread if spread > 0 else 0.0
+    return {"z": round(z, 2), "p_value": round(2.0 * (1.0 - NormalDist().cdf(abs(z))), 4)}

@@ -35,21 +35,26 @@ dataset_transitions, sweep, behavior_cloning_only.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
 from pathlib import Path
-from statistics import NormalDist
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_ppo_run_argument, emit, evaluate_ppo_reference, last_metrics, run_wall_clock  # noqa: E402
+from common import (  # noqa: E402
+    add_ppo_run_argument,
+    emit,
+    evaluate_ppo_reference,
+    fall_rate_difference,
+    last_metrics,
+    measure,
+    run_wall_clock,
+)
 
 from rwm.data import DatasetReader  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint, list_checkpoints  # noqa: E402
-from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
 from rwm.training.offline import best_episode_pairs, clone_policy, episodes_buffer, split_episodes  # noqa: E402
 from rwm.training.runner import build_actor_critic, resolve_train_config, train  # noqa: E402
@@ -94,16 +99,6 @@ def calibration(cfg, checkpoint: Path, dataset: Path, predicted_steps: int, num_
             "mean_relative_l1": round(sum(result["error"]) / num_windows, 4)}
 
 
-def measure(cfg, act, num_envs: int, seconds: float, seeds: list[int]) -> dict:
-    """`rwm play`'s tracking (mean) and falls (summed) of one policy under each evaluation seed's robots."""
-    measured = [evaluate_policy(cfg, act, num_envs=num_envs, seconds=seconds, seed=seed, progress=False)
-                for seed in seeds]
-    falls = sum(round(m["fall_rate"] * num_envs) for m in measured)
-    return {"tracking_lin_vel": round(sum(m["tracking_lin_vel"] for m in measured) / len(seeds), 4),
-            "tracking_ang_vel": round(sum(m["tracking_ang_vel"] for m in measured) / len(seeds), 4),
-            "fall_rate": round(falls / (num_envs * len(seeds)), 4), "falls": falls, "robots": num_envs * len(seeds)}
-
-
 def behavior_cloning_only(cfg, dataset: Path, num_envs: int, seconds: float, seeds: list[int]) -> dict | None:
     """The Offline runs' starting policy, cloned from the dataset as they clone it, in the real simulator
     (None when the runs did not clone): what PPO in the world model added to, or took from, it."""
@@ -143,18 +138,6 @@ def trained_run(lam: float, seed: int, dataset: Path | None) -> Path | None:
 
 def run_name(lam: float, seed: int) -> str:
     return f"bench_offline_l{lam:g}_s{seed}"
-
-
-def fall_rate_difference(falls: int, robots: int, falls_other: int, robots_other: int) -> dict:
-    """Two-proportion z-test of `falls_other / robots_other` against `falls / robots` (pooled variance).
-
-    Every robot counts as one independent trial; `z` > 0 when the other rate is the higher one,
-    `p_value` is two-sided.
-    """
-    pooled = (falls + falls_other) / (robots + robots_other)
-    spread = math.sqrt(pooled * (1.0 - pooled) * (1.0 / robots + 1.0 / robots_other))
-    z = (falls_other / robots_other - falls / robots) / spread if spread > 0 else 0.0
-    return {"z": round(z, 2), "p_value": round(2.0 * (1.0 - NormalDist().cdf(abs(z))), 4)}
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def finetune_cfg(log_root, load_run, iterations=2, extra=()):
     cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0",
                                   [*QUIET, "runner.num_steps_per_env=8", "runner.save_interval=2",
                                    f"runner.log_root={log_root}", *TINY_WORLD_MODEL, *TINY_FINETUNE,
-                                   f"finetune.load_run={load_run}", *extra],
+                                   *([f"finetune.load_run={load_run}"] if load_run else []), *extra],
                                   num_envs=16, max_iterations=iterations, seed=0)
     return cfg
 
@@ -49,6 +49,35 @@ def test_tiny_finetune_run_learns_in_imagination_and_checkpoints(pretrain_run, t
     assert {"system_dynamics_state_dict", "system_dynamics_optimizer_state_dict"} <= set(payload)
     assert payload["config"]["mode"] == "finetune"
     assert payload["config"]["world_model"]["rnn_hidden_size"] == 32  # the loaded model's architecture
+
+
+def test_a_finetune_run_from_scratch_counts_every_real_step_it_learns_from(tmp_path, monkeypatch):
+    """No run and no world model: an untrained model and a random policy; the real transitions the run
+    reports are exactly the real simulator steps taken for learning, and the progress evaluations'
+    steps are counted apart."""
+    from rwm.sim.mujoco import MujocoSimulator
+
+    steps_by_simulator: dict[int, int] = {}
+    original_step = MujocoSimulator.step
+
+    def counting_step(self, actions):
+        steps_by_simulator[id(self)] = steps_by_simulator.get(id(self), 0) + self.num_envs
+        return original_step(self, actions)
+
+    monkeypatch.setattr(MujocoSimulator, "step", counting_step)
+    runner, summary = train(finetune_cfg(tmp_path, None, iterations=3))
+    extension = runner.extensions[0]
+    assert summary["iterations"] == 3
+    assert extension.learner.num_updates > 0  # the untrained model learned from the real robots
+    learning_steps = steps_by_simulator.pop(id(extension.real_env.sim))
+    assert learning_steps == 4 * 24 + 3 * 4 * 8  # initial random steps + 3 iterations of 4 robots x 8 steps
+    assert extension.real_transitions == learning_steps
+    assert runner.history[-1]["Real/transitions"] == learning_steps
+    # one progress evaluation (interval 2) of 4 robots x 0.2 s, never part of the learning budget
+    assert extension.real_eval_transitions == sum(steps_by_simulator.values()) == 4 * 10
+    payload = load_checkpoint(runner.log_dir / "model_3.pt")
+    assert payload["finetune_real_transitions"] == learning_steps
+    assert payload["finetune_real_eval_transitions"] == 4 * 10
 
 
 def test_a_resumed_finetune_run_keeps_its_replay_buffer(pretrain_run, tmp_path, capsys):
@@ -96,7 +125,6 @@ def test_finetune_load_errors_are_one_sentence(pretrain_run, tmp_path, capsys):
              "--max-iterations", "1"]
     overrides = [f"runner.log_root={tmp_path}", *TINY_WORLD_MODEL, *TINY_FINETUNE]
     cases = [
-        ([], [], "needs a world model"),
         (["--load-run", str(tmp_path / "missing")], [], "does not exist"),
         (["--world-model", str(tmp_path / "missing.pt")], [], "does not exist"),
         ([], ["finetune.load_policy=true"], "needs a run"),

@@ -38,8 +38,8 @@ def world_model_source(cfg) -> Path:
         if not Path(ft.load_run).exists():
             raise FileNotFoundError(f"run '{ft.load_run}' (--load-run) does not exist.")
         return find_checkpoint(ft.load_run)
-    raise ValueError("mode 'finetune' needs a world model: pass --load-run RUN_DIR (a Pretrain run) or "
-                     "--world-model CHECKPOINT.")
+    raise ValueError("mode 'finetune' has no world model to load: pass --load-run RUN_DIR (a Pretrain run) or "
+                     "--world-model CHECKPOINT, or neither to start from scratch.")
 
 
 def recorded_buffer(path: str, history: int, step_dt: float, device: torch.device) -> tuple[ReplayBuffer, int]:
@@ -64,7 +64,7 @@ def recorded_buffer(path: str, history: int, step_dt: float, device: torch.devic
 
 def build_finetune(cfg, device: torch.device):
     """(cfg with the loaded model's architecture, imagination env, [ModelBasedFinetuning]) for a Finetune run."""
-    from rwm.envs.scripted_policies import StandingPolicy
+    from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy
     from rwm.sim.imagination import ImaginationSimulator
     from rwm.tasks import make_env
     from rwm.training.export import policy_from_checkpoint
@@ -74,27 +74,39 @@ def build_finetune(cfg, device: torch.device):
         raise ValueError("mode 'finetune' needs the 'finetune' config section.")
     if ft.load_policy and not ft.load_run:
         raise ValueError("finetune.load_policy=true needs a run to load the policy from (--load-run RUN_DIR).")
-    model = load_world_model_file(world_model_source(cfg), device)
-    if model.state_dim != 45 or model.action_dim != 12 or model.contact_dim != 8 or model.termination_dim != 1:
-        raise ValueError(f"the world model's layout (state {model.state_dim}, action {model.action_dim}, contact "
-                         f"{model.contact_dim}, termination {model.termination_dim}) does not match this task "
-                         "(45, 12, 8, 1).")
-    cfg = dataclasses.replace(cfg, world_model=with_architecture_of(cfg.world_model, model.cfg))
+    # Without a run or a world-model file, the world model starts untrained (from scratch) and
+    # learns only from the real robots of this run.
+    from_scratch = not ft.load_run and not ft.world_model_checkpoint
+    model = None
+    if not from_scratch:
+        model = load_world_model_file(world_model_source(cfg), device)
+        if model.state_dim != 45 or model.action_dim != 12 or model.contact_dim != 8 or model.termination_dim != 1:
+            raise ValueError(f"the world model's layout (state {model.state_dim}, action {model.action_dim}, "
+                             f"contact {model.contact_dim}, termination {model.termination_dim}) does not match "
+                             "this task (45, 12, 8, 1).")
+        cfg = dataclasses.replace(cfg, world_model=with_architecture_of(cfg.world_model, model.cfg))
 
     pretrain_policy = None
     if ft.load_run:
         pretrain_policy, _, _ = policy_from_checkpoint(find_checkpoint(ft.load_run), device=device)
 
     learner = WorldModelLearning(cfg, device, num_envs=ft.num_real_envs, model=model)
+    model = learner.model
     real_env = make_env(apply_overrides(cfg, [f"num_envs={ft.num_real_envs}", f"seed={cfg.seed + 1000}"]))
     recorded_transitions = 0
     if ft.dataset:
         learner.recorded, recorded_transitions = recorded_buffer(ft.dataset, model.history_horizon,
                                                                  real_env.step_dt, device)
         learner.recorded_share = ft.dataset_share
-    # First real data, so imagination has starting windows: the Pretrain policy if there is one.
-    collect = pretrain_policy.act_inference if pretrain_policy is not None else StandingPolicy(
-        ft.num_real_envs, device, dt=real_env.step_dt)
+    # First real data, so imagination has starting windows: the Pretrain policy if there is one;
+    # from scratch, random actions (what the fresh policy's noise does), so the untrained model
+    # sees the joints move; else a standing robot.
+    if pretrain_policy is not None:
+        collect = pretrain_policy.act_inference
+    elif from_scratch:
+        collect = RandomPolicy(ft.num_real_envs, device, seed=cfg.seed)
+    else:
+        collect = StandingPolicy(ft.num_real_envs, device, dt=real_env.step_dt)
     obs = real_env.get_observations()
     learner.recorder.start(obs)
     with torch.inference_mode():
@@ -134,7 +146,12 @@ class ModelBasedFinetuning(RunnerExtension):
         self.learner = learner
         self.real_env = real_env
         self.policy_state = policy_state
-        self.real_transitions = learner.buffer.num_added.sum().item()  # includes the initial steps
+        # Real simulator steps learning used: the initial ones and every iteration's. Not the
+        # buffer's record count, which also holds one extra terminal record per ended episode.
+        self.real_transitions = cfg.finetune.initial_real_steps * real_env.num_envs
+        # Real steps spent only on measuring progress (the `real_eval_interval` evaluations), which
+        # never reach the model or the policy; reported apart from `real_transitions`.
+        self.real_eval_transitions = 0
         # recorded transitions the world model also learns from (finetune.dataset)
         self.recorded_transitions = recorded_transitions
         self._real_obs = real_env.get_observations()
@@ -180,6 +197,9 @@ class ModelBasedFinetuning(RunnerExtension):
                                       seconds=self.ft.real_eval_seconds, progress=False)
             for key in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate", "lin_vel_error", "ang_vel_error"):
                 scalars[f"Real/{key}"] = float(metrics[key])
+            self.real_eval_transitions += int(metrics["env_steps"])
+        if self.real_eval_transitions:
+            scalars["Real/eval_transitions"] = float(self.real_eval_transitions)
         return scalars
 
     def state_dict(self) -> dict[str, Any]:
@@ -188,11 +208,13 @@ class ModelBasedFinetuning(RunnerExtension):
         # initial real steps would draw most of its model updates and imagination starts from a
         # handful of windows for the ~40 iterations it takes to refill.
         return {**self.learner.state_dict(), "finetune_real_transitions": self.real_transitions,
+                "finetune_real_eval_transitions": self.real_eval_transitions,
                 "finetune_replay_buffer": self.learner.buffer.state_dict()}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         self.learner.load_state_dict(checkpoint)
         self.real_transitions = int(checkpoint.get("finetune_real_transitions", self.real_transitions))
+        self.real_eval_transitions = int(checkpoint.get("finetune_real_eval_transitions", 0))
         saved = checkpoint.get("finetune_replay_buffer")
         if saved is None:  # checkpoints of earlier versions
             return
