@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from rwm.config import ConfigError, apply_overrides
+from rwm.config import apply_overrides
 
 
 def _number(kind: type, minimum: float, strict: bool, what: str):
@@ -449,9 +449,13 @@ def _recording_cfg(args: argparse.Namespace):
     """The task config a recording runs in: --task with --num-envs, --seed, --device and the overrides."""
     from rwm.tasks import make_task_cfg
 
+    from rwm.device import resolve_device
+
     overrides = [f"num_envs={args.num_envs}", f"seed={args.seed}", *([f"device={args.device}"] if args.device else []),
                  *args.overrides]
-    return apply_overrides(make_task_cfg(args.task), overrides)
+    cfg = apply_overrides(make_task_cfg(args.task), overrides)
+    resolve_device(cfg.device)  # the random policy draws on it before any environment exists
+    return cfg
 
 
 def cmd_dataset_record_mixed(args: argparse.Namespace) -> int:
@@ -839,19 +843,98 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--datasets-dir", default=None, help="Minari datasets directory to look the id up in")
     q.add_argument("--force", action="store_true", help="replace --out if it exists")
     q.set_defaults(func=cmd_dataset_import_minari)
+    _add_debug_flag(parser)
     return parser
 
 
+def _add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """--debug on the command line and on every subcommand, so it works before or after the command's name."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the full traceback of a failure (also RWM_DEBUG=1)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug_flag(child)
+
+
+class _InterruptWatch:
+    """Remembers a Ctrl-C (SIGINT) during the command: whatever exception it turns into on its way out
+    (an ImportError when it lands inside `import mujoco`), the command then just says it was interrupted."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_InterruptWatch":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """--device cuda where there is no CUDA is refused for what it is, before anything is loaded."""
+    device = getattr(args, "device", None)
+    if device:
+        from rwm.device import resolve_device
+
+        resolve_device(device)
+
+
+def _report_failure(command: str, error: BaseException, debug: bool, interrupted: bool) -> int:
+    """Print one line for `error` on stderr and return the exit code (see rwm.errors)."""
+    import traceback
+
+    from rwm.errors import explain, find_in_chain, one_line, write_traceback
+
+    if debug:
+        traceback.print_exception(error)
+    if interrupted or find_in_chain(error, KeyboardInterrupt) is not None:
+        print(f"{command}: interrupted", file=sys.stderr)
+        return 130
+    message = explain(error)
+    if message is not None:
+        print(f"{command}: error: {message}", file=sys.stderr)
+        return 2
+    summary = one_line(str(error)) or "no message"
+    if len(summary) > 200:
+        summary = summary[:197] + "..."
+    if debug:
+        where = "its traceback is printed above"
+    else:
+        trace = write_traceback(error, command)
+        where = (f"the full traceback is in {trace} (or rerun with --debug)" if trace is not None
+                 else "rerun with --debug to see the traceback")
+    print(f"{command}: unexpected {type(error).__name__} ({summary}); this is a bug in rwm, {where}.",
+          file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code = args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        print(f"rwm {args.command}: error: {error}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print(f"rwm {args.command}: interrupted", file=sys.stderr)
-        code = 130
+    """Run one command; every failure ends as one line on stderr and an exit code != 0 (see _report_failure)."""
+    with _InterruptWatch() as watch:
+        args, command = None, "rwm"
+        debug = os.environ.get("RWM_DEBUG", "") not in ("", "0")
+        try:
+            args = build_parser().parse_args(argv)
+            command = " ".join(["rwm", args.command, *([args.dataset_command] if args.command == "dataset" else [])])
+            debug = debug or getattr(args, "debug", False)
+            _check_device(args)
+            code = args.func(args)
+        except (Exception, KeyboardInterrupt) as error:
+            code = _report_failure(command, error, debug, watch.seen)
     if getattr(args, "distributed", False):
         from rwm.training.distributed import finish_process
 

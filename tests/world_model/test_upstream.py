@@ -179,5 +179,5 @@ def test_layout_mismatches_fail_with_clear_messages(tmp_path):
     torch.save({"model_state_dict": {}, "iter": 3}, path)
     with pytest.raises(ValueError, match="system_dynamics_state_dict"):
         load_upstream_checkpoint(path)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_upstream_checkpoint(tmp_path / "missing.pt")

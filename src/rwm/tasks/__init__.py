@@ -59,8 +59,10 @@ register("Velocity-Flat-Anymal-D-Visualize-v0", visualize_cfg,
 
 def make_env(cfg: TaskCfg):
     """The real-simulator environment of a task: MuJoCo simulator + LocomotionEnv."""
+    from rwm.device import resolve_device
     from rwm.envs.locomotion_env import LocomotionEnv
     from rwm.sim.mujoco import MujocoSimulator
 
+    resolve_device(cfg.device)  # whatever set it (a flag, a KEY=VALUE override), say so if there is no GPU
     simulator = MujocoSimulator(cfg.sim, cfg.num_envs, device=cfg.device, seed=cfg.seed)
     return LocomotionEnv(cfg.env, simulator, seed=cfg.seed)

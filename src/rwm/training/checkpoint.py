@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from rwm.device import resolve_device
 from rwm.io import atomic_write
 
 __all__ = [
     "CheckpointError", "LAYOUT_VERSION", "REQUIRED_KEYS", "obs_layout", "save_checkpoint", "load_checkpoint",
+    "load_torch_file", "load_weights",
     "check_obs_layout", "find_checkpoint", "list_checkpoints", "checkpoint_iteration", "capture_rng_state", "restore_rng_state",
 ]
 
@@ -66,34 +68,49 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 # ----------------------------------------------------------------------------- reading
-def load_checkpoint(path: str | os.PathLike, expected_layout: dict[str, int] | None = None,
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and validate a checkpoint (weights-only); raises CheckpointError / FileNotFoundError with one sentence."""
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint",
+                    map_location: str | torch.device = "cpu") -> Any:
+    """What `torch.save` wrote to `path`, loaded weights-only; CheckpointError / FileNotFoundError in one sentence.
+
+    `what` names the file in the messages ("checkpoint", "world-model checkpoint", ...).
+    """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist.")
+        raise FileNotFoundError(f"{what} '{path}' does not exist.")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' is not a file.")
+        raise CheckpointError(f"{what} '{path}' is not a file.")
     with open(path, "rb") as fh:
         head = fh.read(4)
     if not head:
-        raise CheckpointError(f"checkpoint '{path}' is empty.")
+        raise CheckpointError(f"{what} '{path}' is empty.")
+    resolve_device(map_location)  # torch would blame the file for a missing GPU
     zip_start = head == b"PK\x03\x04"  # torch.save writes zip archives
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except (KeyboardInterrupt, MemoryError):
         raise
+    except OSError as error:
+        if error.errno is not None:  # permission denied and the like: the file system's answer, not the file's
+            raise
+        raise CheckpointError(f"{what} '{path}' cannot be read ({_first_line(error)}).") from None
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ... here
-        if zip_start and zipfile.is_zipfile(path) and isinstance(error, pickle.UnpicklingError):
-            raise CheckpointError(f"checkpoint '{path}' holds Python objects other than tensors and plain data, "
-                                  "so it was refused (checkpoints are loaded weights-only).") from None
+        if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
+            raise CheckpointError(f"{what} '{path}' holds Python objects, not only tensors and plain data; "
+                                  "rwm never runs them, so it was refused.") from None
         if zip_start:
             detail = "an incomplete zip archive" if not zipfile.is_zipfile(path) else _first_line(error)
-            raise CheckpointError(f"checkpoint '{path}' is truncated or damaged ({detail}).") from None
+            raise CheckpointError(f"{what} '{path}' is truncated or damaged ({detail}).") from None
         raise CheckpointError(f"'{path}' is not a PyTorch checkpoint file (torch.save writes zip archives; "
                               "this file is not one).") from None
+
+
+def load_checkpoint(path: str | os.PathLike, expected_layout: dict[str, int] | None = None,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint (weights-only); raises CheckpointError / FileNotFoundError with one sentence."""
+    path = Path(path)
+    payload = load_torch_file(path, "checkpoint", map_location)
     if not isinstance(payload, dict):
         raise CheckpointError(f"'{path}' is not an rwm checkpoint (it holds a {type(payload).__name__}, "
                               "expected a dict with model_state_dict, config and obs_layout).")
@@ -108,6 +125,30 @@ def load_checkpoint(path: str | os.PathLike, expected_layout: dict[str, int] | N
     if expected_layout is not None:
         check_obs_layout(payload, expected_layout, path)
     return payload
+
+
+def load_weights(module: torch.nn.Module, state_dict: Any, what: str) -> None:
+    """`module.load_state_dict(state_dict)`, or a CheckpointError naming `what`, the first key that does not
+    fit and both shapes (torch's own error lists every key over many lines)."""
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{what} holds a {type(state_dict).__name__} where a state dict belongs.")
+    expected = module.state_dict()
+    for key, value in expected.items():
+        if key not in state_dict:
+            raise CheckpointError(f"{what} lacks the weights '{key}' (shape {tuple(value.shape)}) that this "
+                                  f"{type(module).__name__} has.")
+        found = state_dict[key]
+        if not isinstance(found, torch.Tensor):
+            raise CheckpointError(f"{what} holds a {type(found).__name__} under '{key}'; expected a tensor of "
+                                  f"shape {tuple(value.shape)}.")
+        if found.shape != value.shape:
+            raise CheckpointError(f"{what} does not fit: '{key}' has shape {tuple(found.shape)} there and "
+                                  f"{tuple(value.shape)} in this {type(module).__name__}.")
+    extra = [key for key in state_dict if key not in expected]
+    if extra:
+        raise CheckpointError(f"{what} holds the weights '{extra[0]}', which this {type(module).__name__} does not "
+                              "have.")
+    module.load_state_dict(state_dict)
 
 
 def check_obs_layout(payload: dict[str, Any], expected: dict[str, int], path: str | os.PathLike = "checkpoint") -> None:

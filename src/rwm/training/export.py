@@ -21,7 +21,7 @@ from torch import nn
 
 from rwm.rl import ActorCritic
 from rwm.tasks.anymal_d_flat import TaskCfg, stored_task_cfg
-from rwm.training.checkpoint import load_checkpoint, obs_layout
+from rwm.training.checkpoint import load_checkpoint, load_weights, obs_layout
 
 __all__ = ["PolicyExport", "policy_from_checkpoint", "export_policy", "EXPORT_TOLERANCE"]
 
@@ -63,11 +63,7 @@ def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device =
     payload = load_checkpoint(path, expected_layout=obs_layout(POLICY_OBS_DIM, NUM_JOINTS), map_location=device)
     cfg = stored_task_cfg(payload["config"], path)
     policy = build_actor_critic(cfg, POLICY_OBS_DIM, NUM_JOINTS)
-    try:
-        policy.load_state_dict(payload["model_state_dict"])
-    except (RuntimeError, KeyError, TypeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"checkpoint '{path}' does not fit the policy its config describes ({first}).") from None
+    load_weights(policy, payload["model_state_dict"], f"checkpoint '{path}'")
     policy.to(device).eval()
     return policy, cfg, payload
 

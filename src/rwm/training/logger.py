@@ -74,8 +74,11 @@ class RunLogger:
             record = {"iteration": iteration, "env_steps": env_steps, "elapsed_s": round(elapsed_s, 3),
                       "time": datetime.datetime.now().isoformat(timespec="seconds")}
             record.update({k: (v if math.isfinite(v) else str(v)) for k, v in scalars.items()})
-            self._jsonl.write(json.dumps(record) + "\n")
-            self._jsonl.flush()
+            try:
+                self._jsonl.write(json.dumps(record) + "\n")
+                self._jsonl.flush()
+            except OSError as error:  # a full disk: name the file (a write error does not)
+                raise OSError(error.errno, error.strerror, self._jsonl.name) from error
         if self.console != "none":
             text = (self._summary(iteration, scalars, elapsed_s, env_steps, eta_s) if self.console == "summary"
                     else self._line(iteration, scalars, elapsed_s, eta_s))

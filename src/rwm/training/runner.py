@@ -49,7 +49,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from rwm.config import apply_overrides, save_yaml, to_dict
+from rwm.config import ConfigError, apply_overrides, save_yaml, to_dict
+from rwm.device import resolve_device
+from rwm.errors import describe_os_error, os_error_fact
+from rwm.io import remove_temporaries
 from rwm.rl import PPO, ActorCritic
 from rwm.tasks.anymal_d_flat import TaskCfg, split_scale, stored_task_cfg, with_scale
 from rwm.training.checkpoint import (
@@ -59,6 +62,7 @@ from rwm.training.checkpoint import (
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_weights,
     obs_layout,
     restore_rng_state,
     save_checkpoint,
@@ -120,18 +124,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str) -> torch.device:
-    """The torch device for `device`, or a ValueError naming what is missing."""
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{device}' was requested but CUDA is not available here; use --device cpu.")
-        dev = torch.device(device)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device '{device}' does not exist; this machine has {torch.cuda.device_count()} GPU(s).")
-        return dev
-    return torch.device(device)
-
-
 def build_actor_critic(cfg: TaskCfg, num_obs: int, num_actions: int, num_critic_obs: int | None = None) -> ActorCritic:
     p = cfg.policy
     return ActorCritic(num_obs, num_critic_obs or num_obs, num_actions, actor_hidden_dims=tuple(p.actor_hidden_dims),
@@ -148,14 +140,18 @@ def create_run_dir(cfg: TaskCfg, now: datetime.datetime | None = None) -> Path:
     stamp = (now or datetime.datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
     name = f"{stamp}_{cfg.runner.run_name}" if cfg.runner.run_name else stamp
     parent = Path(cfg.runner.log_root) / cfg.experiment_name
-    parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1000):  # two runs started within one second get distinct directories
-        path = parent / (name if attempt == 0 else f"{name}-{attempt}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):  # two runs started within one second get distinct directories
+            path = parent / (name if attempt == 0 else f"{name}-{attempt}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise ConfigError(f"runner.log_root = '{cfg.runner.log_root}' cannot hold runs ({os_error_fact(error)}); "
+                          "expected a writable directory, or a path where one can be created.") from None
     raise ValueError(f"could not create a new run directory under '{parent}'.")
 
 
@@ -276,7 +272,12 @@ class Runner:
             if clash:
                 raise RuntimeError(f"{type(ext).__name__} checkpoint entries {clash} clash with existing ones.")
             payload.update(entries)
-        path = save_checkpoint(path, payload)
+        try:
+            path = save_checkpoint(path, payload)
+        except OSError as error:  # a full disk, say: say which checkpoint is still good
+            kept = f"'{self.last_checkpoint}' is the last checkpoint" if self.last_checkpoint else "none was saved"
+            raise TrainingError(f"the checkpoint of iteration {self.current_iteration} could not be written "
+                                f"({describe_os_error(error)}); {kept}.") from error
         self.last_checkpoint = path
         self._last_saved_iteration = self.current_iteration
         return path
@@ -284,11 +285,7 @@ class Runner:
     def load(self, path: str | Path, load_optimizer: bool = True, load_rng: bool = True) -> dict[str, Any]:
         """Restore policy (with normalisers), optimizer, iteration counter and RNG states from a checkpoint."""
         payload = load_checkpoint(path, expected_layout=self.obs_layout, map_location=self.device)
-        try:
-            self.policy.load_state_dict(payload["model_state_dict"])
-        except (RuntimeError, KeyError, TypeError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"checkpoint '{path}' does not fit this policy ({first}).") from None
+        load_weights(self.policy, payload["model_state_dict"], f"checkpoint '{path}'")
         if load_optimizer:
             try:
                 self.alg.optimizer.load_state_dict(payload["optimizer_state_dict"])
@@ -513,6 +510,13 @@ def resolve_train_config(task_id: str | None = None, overrides: Sequence[str] = 
     return cfg, checkpoint
 
 
+def _remove_temporaries(log_dir: Path) -> None:
+    """Delete what interrupted writes of earlier sessions left in the run directory, and say so."""
+    removed = remove_temporaries(log_dir)
+    if removed:
+        print(f"[rwm] removed {len(removed)} temporary file(s) of interrupted writes from {log_dir}", flush=True)
+
+
 def _drop_metrics_after(path: Path, iteration: int) -> None:
     """Forget metrics.jsonl rows of iterations after `iteration` (a run killed after its last checkpoint
     logged iterations that the resumed run will now redo)."""
@@ -571,6 +575,8 @@ def _train(cfg: TaskCfg, resume_from: str | Path | None, extensions: Sequence[Ru
         checkpoint = find_checkpoint(resume_from)
         log_dir = checkpoint.parent
         payload = load_checkpoint(checkpoint)  # fail before building anything
+        if main:
+            _remove_temporaries(log_dir)
         if payload["iter"] >= cfg.runner.max_iterations:
             raise ValueError(f"the run in '{log_dir}' has already completed {payload['iter']} iterations and "
                              f"runner.max_iterations is {cfg.runner.max_iterations}; raise it (--max-iterations) "

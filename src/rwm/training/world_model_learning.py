@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from rwm.config import from_dict
+from rwm.training.checkpoint import load_torch_file, load_weights
 from rwm.training.runner import RunnerExtension
 from rwm.world_model import ReplayBuffer, SystemDynamics, WorldModelCfg, WorldModelTrainer
 from rwm.world_model.evaluation import autoregressive_rollout, evaluate_world_model
@@ -44,11 +45,7 @@ def load_world_model(checkpoint: dict[str, Any], device: torch.device | str = "c
         raise ValueError("the checkpoint holds no world model (expected 'system_dynamics_state_dict' and a "
                          "'world_model' config section, as written by a Pretrain run).")
     model = build_world_model(from_dict(WorldModelCfg, config["world_model"], key_prefix="world_model"), device)
-    try:
-        model.load_state_dict(checkpoint["system_dynamics_state_dict"])
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise ValueError(f"the checkpoint's world model does not fit its own configuration ({first}).") from None
+    load_weights(model, checkpoint["system_dynamics_state_dict"], "the checkpoint's world model (its own configuration)")
     model.reset()
     return model
 
@@ -56,13 +53,7 @@ def load_world_model(checkpoint: dict[str, Any], device: torch.device | str = "c
 def load_world_model_file(path: str | Path, device: torch.device | str = "cpu") -> SystemDynamics:
     """The world model in a run checkpoint or a file written by `rwm import-upstream`."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"world-model checkpoint '{path}' does not exist.")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # truncated, foreign or code-carrying files
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"'{path}' is not a readable checkpoint ({first}).") from None
+    checkpoint = load_torch_file(path, "world-model checkpoint", map_location=device)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"'{path}' does not hold a checkpoint dictionary.")
     return load_world_model(checkpoint, device)
@@ -177,7 +168,7 @@ class WorldModelLearning(RunnerExtension):
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         if "system_dynamics_state_dict" in checkpoint:  # upstream forgot this on resume (defect 18)
-            self.model.load_state_dict(checkpoint["system_dynamics_state_dict"])
+            load_weights(self.model, checkpoint["system_dynamics_state_dict"], "the checkpoint's world model")
             self.model.reset()
             self.normalizer_fitted = True  # the checkpoint holds the normaliser statistics
         if "system_dynamics_optimizer_state_dict" in checkpoint:

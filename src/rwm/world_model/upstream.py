@@ -190,13 +190,9 @@ def convert_upstream_state_dict(upstream_sd: dict, cfg: WorldModelCfg) -> dict[s
 
 
 def _read_upstream(path: str | os.PathLike) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"upstream checkpoint '{path}' does not exist.") from None
-    except Exception as err:  # noqa: BLE001 - unpickling refuses anything but tensors and containers
-        raise ValueError(f"upstream checkpoint '{path}' could not be read as a weights-only torch file ({err}).") \
-            from None
+    from rwm.training.checkpoint import load_torch_file  # rwm.training imports this package
+
+    ckpt = load_torch_file(path, "upstream checkpoint")
     if not isinstance(ckpt, dict):
         raise ValueError(f"upstream checkpoint '{path}' holds a {type(ckpt).__name__}, expected a dict.")
     if "system_dynamics_state_dict" in ckpt:
