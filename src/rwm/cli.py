@@ -57,7 +57,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = make_task_cfg(args.task)
     cfg.num_envs, cfg.seed, cfg.device = args.num_envs, args.seed, args.device
-    cfg = apply_overrides(cfg, args.overrides)
+    # the overrides also configure the pipeline's tasks: sections this check's task does not have are theirs
+    own = [item for item in args.overrides if getattr(cfg, item.partition("=")[0].split(".")[0].strip(), 0) is not None]
+    cfg = apply_overrides(cfg, own)
     print(f"[rwm demo] {cfg.task_id}: {cfg.num_envs} environments on {cfg.device}, seed {cfg.seed}")
     env = make_env(cfg)
     steps = max(1, round(args.seconds / env.step_dt))

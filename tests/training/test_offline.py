@@ -212,10 +212,12 @@ def test_resume_keeps_the_model_and_skips_the_fit(dataset, tmp_path, no_simulato
 def test_starting_from_a_world_model_checkpoint_skips_the_fit(dataset, tmp_path, no_simulator):
     first, _ = train(offline_cfg(tmp_path / "a", dataset, iterations=1, extra=("runner.save_interval=1",)))
     checkpoint = first.log_dir / "model_1.pt"
-    cfg = offline_cfg(tmp_path / "b", dataset, iterations=1,
-                      extra=("offline.fit_updates=-1", f"offline.world_model_checkpoint={checkpoint}",
-                             "world_model.rnn_hidden_size=64"))  # the architecture comes from the checkpoint
-    runner, _ = train(cfg)
+    load = ("offline.fit_updates=-1", f"offline.world_model_checkpoint={checkpoint}")
+    # the architecture comes from the checkpoint: an override that contradicts it is refused
+    with pytest.raises(ConfigError, match="world_model.rnn_hidden_size = 64 contradicts the loaded world model, "
+                                          "which has rnn_hidden_size = 32"):
+        train(offline_cfg(tmp_path / "b", dataset, iterations=1, extra=(*load, "world_model.rnn_hidden_size=64")))
+    runner, _ = train(offline_cfg(tmp_path / "b", dataset, iterations=1, extra=load))
     assert runner.cfg.world_model.rnn_hidden_size == 32
     assert "Offline/fit_loss_total" not in runner.history[0]
     saved = load_checkpoint(checkpoint)["system_dynamics_state_dict"]

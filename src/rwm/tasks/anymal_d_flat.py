@@ -291,6 +291,18 @@ class OfflineCfg:
 
 
 # ----------------------------------------------------------------------------- the task
+# The optional sections of a task, the modes that use them, and how an error names those (so an
+# override of a section the task does not use fails instead of being carried along unused).
+_SECTION_USE: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "world_model": (("pretrain", "finetune", "offline"), "the Pretrain, Finetune and Offline tasks", ""),
+    "world_model_learning": (("pretrain", "finetune", "offline"), "the Pretrain, Finetune and Offline tasks", ""),
+    "finetune": (("finetune",), "the Finetune task", " (e.g. --load-run, --world-model)"),
+    "offline": (("offline",), "the Offline task", " (e.g. --dataset)"),
+    "imagination": (("finetune", "offline"), "the Finetune and Offline tasks", ""),
+}
+_SECTIONS = ("env", "sim", "policy", "algorithm", "runner", *_SECTION_USE)
+
+
 @dataclass
 class TaskCfg:
     task_id: str = "Velocity-Flat-Anymal-D-Init-v0"
@@ -318,15 +330,12 @@ class TaskCfg:
               f"device = '{self.device}'; expected 'cpu', 'cuda' or 'cuda:<index>'.")
         check(self.experiment_name != "" and "/" not in self.experiment_name,
               f"experiment_name = '{self.experiment_name}'; expected a non-empty name without '/'.")
-        check(self.finetune is None or self.mode == "finetune",
-              f"the 'finetune' settings (e.g. --load-run, --world-model) apply to the Finetune task only; "
-              f"'{self.task_id}' is mode '{self.mode}'.")
-        check(self.offline is None or self.mode == "offline",
-              f"the 'offline' settings (e.g. --dataset) apply to the Offline task only; "
-              f"'{self.task_id}' is mode '{self.mode}'.")
-        check(self.imagination is None or self.mode in ("finetune", "offline"),
-              f"the 'imagination' settings apply to the Finetune and Offline tasks only; "
-              f"'{self.task_id}' is mode '{self.mode}'.")
+        sections = ", ".join(name for name in _SECTIONS
+                             if name not in _SECTION_USE or self.mode in _SECTION_USE[name][0])
+        for name, (modes, tasks, hint) in _SECTION_USE.items():
+            check(getattr(self, name) is None or self.mode in modes,
+                  f"the '{name}' settings{hint} apply to {tasks} only; '{self.task_id}' is mode '{self.mode}', "
+                  f"whose sections are {sections}.")
         if self.world_model_learning is not None and self.world_model is not None:
             window = self.world_model.history_horizon + 1
             check(self.world_model_learning.eval_length >= window,

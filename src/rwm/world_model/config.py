@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from rwm.config import apply_overrides, check
+from rwm.config import ConfigError, apply_overrides, check
 
 # Fixed normalisation statistics of the 45-dim system_state (spec §2.4), in STATE_SLICES order.
 STATE_MEAN: tuple[float, ...] = (
@@ -171,5 +171,25 @@ ARCHITECTURE_FIELDS = (
 
 
 def with_architecture_of(cfg: WorldModelCfg, trained: WorldModelCfg) -> WorldModelCfg:
-    """`cfg` with the architecture of a trained model's config (see ARCHITECTURE_FIELDS)."""
+    """`cfg` with the architecture of a trained model's config (see ARCHITECTURE_FIELDS).
+
+    The weights decide the architecture, but a value the user chose is never replaced silently:
+    a field that `cfg` sets away from its default (a command-line override, or the record of a
+    resumed run) and that the loaded model contradicts is a ConfigError. Fields left at their
+    defaults take the model's values (the run's config.yaml records them); an override that
+    repeats the default cannot be told apart from no override.
+    """
+    defaults = type(cfg)()
+    contradicted = [name for name in ARCHITECTURE_FIELDS
+                    if getattr(trained, name) != getattr(cfg, name) != getattr(defaults, name)]
+    if contradicted:
+        settings = ", ".join(f"world_model.{name} = {_value(getattr(cfg, name))}" for name in contradicted)
+        model = ", ".join(f"{name} = {_value(getattr(trained, name))}" for name in contradicted)
+        raise ConfigError(f"{settings} contradicts the loaded world model, which has {model}; drop the override "
+                          "(the loaded model's architecture is used) or load another model.")
     return dataclasses.replace(cfg, **{name: getattr(trained, name) for name in ARCHITECTURE_FIELDS})
+
+
+def _value(value: object) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
