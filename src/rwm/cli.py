@@ -484,12 +484,20 @@ def cmd_dataset_record_mixed(args: argparse.Namespace) -> int:
 
 def cmd_dataset_info(args: argparse.Namespace) -> int:
     """Print a dataset's summary: sizes, episode lengths, terminations, source, per-column statistics."""
-    from rwm.data import DatasetReader
+    from rwm.data import DatasetError, DatasetReader
 
     with DatasetReader(args.file) as reader:
+        check = reader.verify() if args.verify else None
+        if check is not None and check["problem"] is not None:
+            if args.json:
+                _print_json_line({"path": str(reader.path), "verification": check})
+            else:
+                print(f"dataset {reader.path}: verification failed")
+                _print_verification(check)
+            raise DatasetError(check["problem"])
         info = reader.info()
     if args.json:
-        _print_json_line(info)
+        _print_json_line({**info, **({} if check is None else {"verification": check})})
         return 0
     lengths, dt = info["episode_length"], info["step_dt"] or 0.02
     share = info["termination_share"]
@@ -514,7 +522,20 @@ def cmd_dataset_info(args: argparse.Namespace) -> int:
             mean = " ".join(f"{v:+.3g}" for v in stats["mean"][sl])
             std = " ".join(f"{v:.3g}" for v in stats["std"][sl])
             print(f"    {label:<32} mean [{mean}]  std [{std}]")
+    if check is not None:
+        _print_verification(check)
     return 0
+
+
+def _print_verification(check: dict) -> None:
+    """`rwm dataset info`'s lines about DatasetReader.verify: checksums, NaN / inf and damage per column."""
+    checksums = "checked" if check["checksums"] else "absent (written before rwm stored them)"
+    print(f"  verified: every row of every column read; chunk checksums {checksums}")
+    counts = ", ".join(f"{name} {c['nan']}/{c['inf']}" for name, c in check["columns"].items())
+    print(f"  NaN / inf per column: {counts}")
+    for name, counts in check["columns"].items():
+        for first, last in counts["damaged_rows"]:
+            print(f"  damaged: {name} rows {first}-{last}")
 
 
 def cmd_dataset_merge(args: argparse.Namespace) -> int:
@@ -798,10 +819,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_dataset_record_mixed)
 
     q = dsub.add_parser("info", help="summarise a dataset file",
-                        description="Print transitions, episodes, episode-length statistics, how episodes ended, the "
-                                    "termination share, the source policy and per-column mean/std.")
+                        description="Verify the file (every row of every column read, chunk checksums, NaN / inf "
+                                    "counts per column; --no-verify skips it), then print transitions, episodes, "
+                                    "episode-length statistics, how episodes ended, the termination share, the source "
+                                    "policy and per-column mean/std.")
     q.add_argument("file", help="dataset file")
     q.add_argument("--json", action="store_true", help="print the summary as one JSON line instead")
+    q.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="read every row of every column first: chunk checksums, NaN / inf counts per column; "
+                        "exits with an error when the file is damaged or holds non-finite values (default on)")
     q.set_defaults(func=cmd_dataset_info)
 
     q = dsub.add_parser("merge", help="concatenate datasets into one (e.g. the mixed dataset)",

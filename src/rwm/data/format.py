@@ -23,6 +23,10 @@ File layout (layout version 1)::
     /episode_ended       (E,)    uint8     1: the episode ended in the simulator (fall or time limit)
     root attributes: format="rwm-transitions", layout_version=1, metadata=<JSON text>
 
+Every dataset is chunked with HDF5's Fletcher-32 checksum filter, so a damaged chunk fails when
+read (DatasetReader names the column and rows; `rwm dataset info` reads them all). Files written
+before the checksums were added have none and still read.
+
 R records, E episodes, stored episode after episode. Record k of an episode is (s_k, a_k,
 contact and termination of s_k): the same record semantics as `rwm.world_model.ReplayBuffer`.
 The **last record of every episode carries a zero action**: nothing follows it in the data.

@@ -30,6 +30,7 @@ from rwm.data.format import (
     DatasetError,
     RunningMoments,
     check_finite,
+    column_label,
     column_shape,
 )
 from rwm.data.writer import import_h5py
@@ -49,11 +50,16 @@ class DatasetReader:
             raise DatasetError(f"dataset '{self.path}' is empty (0 bytes).")
         try:
             self._file = h5py.File(self.path, "r")
-        except OSError:
-            raise DatasetError(f"'{self.path}' is not an HDF5 file (rwm datasets are; CSV files go through "
-                               "`rwm dataset import-csv`).") from None
+        except OSError as error:
+            if "signature" in str(error):
+                raise DatasetError(f"'{self.path}' is not an HDF5 file (rwm datasets are; CSV files go through "
+                                   "`rwm dataset import-csv`).") from None
+            raise self._damaged("its HDF5 structure", error) from None
         try:
             self._validate()
+        except (OSError, KeyError, RuntimeError) as error:  # h5py's answers to damaged headers and indexes
+            self._file.close()
+            raise self._damaged("its structure (episode index, column headers or metadata)", error) from None
         except BaseException:
             self._file.close()
             raise
@@ -118,10 +124,83 @@ class DatasetReader:
             if self._cache is not None:
                 block = self._cache[name][start:stop].copy()  # callers may write into what they get
             else:
-                block = np.asarray(self._file[name][start:stop], dtype=np.float32)
+                block = self._read_stored(name, start, stop)
                 check_finite(f"dataset '{self.path}'", name, block, first_row=start)
             out[name] = block
         return out
+
+    def _read_stored(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of column `name` as stored; a damaged chunk is a DatasetError naming its rows."""
+        try:
+            return np.asarray(self._file[name][start:stop], dtype=np.float32)
+        except (OSError, KeyError, RuntimeError) as error:
+            first, last = self._damaged_rows(name, start, stop)
+            raise self._damaged(f"column '{name}' rows {first}-{last}", error) from None
+
+    def _damaged_rows(self, name: str, start: int, stop: int) -> tuple[int, int]:
+        """The first and last row of the first chunk of [start, stop) that cannot be read."""
+        try:
+            rows = (self._file[name].chunks or (stop - start,))[0]
+        except (OSError, KeyError, RuntimeError):
+            return start, stop - 1
+        for a in range(start - start % rows, stop, rows):
+            a, b = max(a, start), min(a + rows, stop)
+            try:
+                self._file[name][a:b]
+            except (OSError, KeyError, RuntimeError):
+                return a, b - 1
+        return start, stop - 1
+
+    def _damaged(self, what: str, error: BaseException) -> DatasetError:
+        """The error for a part of the file that HDF5 cannot read: checksum mismatch or broken structure."""
+        detail = str(error).strip().splitlines()[0].strip("'\"") if str(error).strip() else type(error).__name__
+        if "(" in detail:  # h5py: "Can't synchronously read data (wrong B-tree signature)": keep the cause
+            detail = detail[detail.rindex("(") + 1:].rstrip(")")
+        reason = "their checksum does not match" if "filter returned failure" in detail else f"HDF5: {detail}"
+        return DatasetError(f"dataset '{self.path}' is damaged: {what} cannot be read ({reason}); record or copy "
+                            "the file again.")
+
+    def verify(self, chunk_size: int = 65536) -> dict[str, Any]:
+        """Read every row of every column: per column the NaN and inf counts and the damaged row ranges.
+
+        Returns {"checksums": every column carries a Fletcher-32 checksum (files written before
+        they were added do not), "columns": {name: {"nan", "inf", "damaged_rows": [[first, last], ...]}},
+        "problem": one sentence about the first damage, else the first non-finite value, else None}.
+        """
+        columns: dict[str, dict[str, Any]] = {}
+        damage: list[str] = []
+        non_finite: list[str] = []
+        for name in self.columns:
+            counts: dict[str, Any] = {"nan": 0, "inf": 0, "damaged_rows": []}
+            first_bad: tuple[int, int | None, float] | None = None
+            for a in range(0, self.num_records, chunk_size):
+                b = min(a + chunk_size, self.num_records)
+                while a < b:  # past a damaged chunk, the rest of the block is still read
+                    try:
+                        block = self._read_stored(name, a, b)
+                    except DatasetError as error:
+                        first, last = self._damaged_rows(name, a, b)
+                        counts["damaged_rows"].append([first, last])
+                        damage.append(str(error))
+                        a = last + 1
+                        continue
+                    nan, inf = np.isnan(block), np.isinf(block)
+                    counts["nan"] += int(nan.sum())
+                    counts["inf"] += int(inf.sum())
+                    if first_bad is None and (nan.any() or inf.any()):
+                        where = np.argwhere(nan | inf)[0]
+                        first_bad = (a + int(where[0]), int(where[1]) if block.ndim == 2 else None,
+                                     float(block[tuple(where)]))
+                    a = b
+            columns[name] = counts
+            if first_bad is not None:
+                row, col, value = first_bad
+                non_finite.append(f"dataset '{self.path}' holds non-finite values: column '{name}' has "
+                                  f"{counts['nan']} NaN and {counts['inf']} inf, the first in "
+                                  f"{column_label(name, col)} row {row} ({value}).")
+        checksums = all(bool(self._file[name].fletcher32) for name in self.columns)
+        problems = damage + non_finite
+        return {"checksums": checksums, "columns": columns, "problem": problems[0] if problems else None}
 
     def _columns(self, columns) -> tuple[str, ...]:
         if columns is None:

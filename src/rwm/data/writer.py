@@ -6,6 +6,9 @@ inside a `with DatasetWriter(...)` block (or `abort()`) deletes the temporary fi
 process leaves at most that hidden temporary: never a truncated file under the final name, and
 never a damaged copy of a file that was there before.
 
+Every dataset of the file carries an HDF5 Fletcher-32 checksum per chunk, so a damaged chunk
+is detected when it is read instead of handing its bytes on as data.
+
 Episodes are streamed: `append(...)` adds records to the open episode (any number of calls,
 so an episode longer than memory is fine) and `end_episode(ended)` closes it; `append_episode`
 does both. Records are buffered and written in chunks of `chunk_rows`.
@@ -17,7 +20,6 @@ import contextlib
 import datetime
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from rwm.data.format import (
     fixed_normalizer,
     json_safe,
 )
+from rwm.io import temporary_file
 
 
 def import_h5py():
@@ -77,7 +80,7 @@ class DatasetWriter:
         self.extra_metadata = dict(metadata or {})
         self.step_dt, self.robot, self.chunk_rows = float(step_dt), robot, int(chunk_rows)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        fd, tmp = temporary_file(self.path)
         os.close(fd)
         self.tmp_path = Path(tmp)
         try:
@@ -86,7 +89,8 @@ class DatasetWriter:
                 width = ALL_COLUMNS[name]
                 shape, maxshape = ((0,), (None,)) if width is None else ((0, width), (None, width))
                 chunks = (self.chunk_rows,) if width is None else (self.chunk_rows, width)
-                self._file.create_dataset(name, shape=shape, maxshape=maxshape, dtype="float32", chunks=chunks)
+                self._file.create_dataset(name, shape=shape, maxshape=maxshape, dtype="float32", chunks=chunks,
+                                          fletcher32=True)
         except BaseException:
             self._discard()
             raise
@@ -193,8 +197,8 @@ class DatasetWriter:
         try:
             self._flush()
             offsets = np.asarray(self._offsets, dtype=np.int64)
-            self._file.create_dataset("episode_offsets", data=offsets)
-            self._file.create_dataset("episode_ended", data=np.asarray(self._ended, dtype=np.uint8))
+            self._file.create_dataset("episode_offsets", data=offsets, fletcher32=True)
+            self._file.create_dataset("episode_ended", data=np.asarray(self._ended, dtype=np.uint8), fletcher32=True)
             metadata = self.metadata()
             self._file.attrs["format"] = FORMAT_NAME
             self._file.attrs["layout_version"] = LAYOUT_VERSION
