@@ -606,25 +606,23 @@ def _add_recording_arguments(parser: argparse.ArgumentParser) -> None:
                         help="task config overrides, e.g. env.noise.enabled=false")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="rwm",
-        description="Robotic World Model: simulate ANYmal D in MuJoCo, learn its dynamics, train policies in imagination.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    p = sub.add_parser("list", help="print the registered task ids, one per line",
-                       description="Print every registered task id with a one-line description.")
+def _add_list_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm list`: its arguments."""
+    p = subparsers.add_parser("list", help="print the registered task ids, one per line",
+                              description="Print every registered task id with a one-line description.")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("demo", help="measure the simulator, then the model-based pipeline at a short CPU scale",
-                       description="Run the ANYmal-D simulator with a standing, then a random policy, and print "
-                                   "throughput, falls, base height and reward. Then (--pipeline mbpo, the "
-                                   "default) Pretrain a policy and the world model in the simulator, Finetune a "
-                                   "new policy only in the world model's imagination, measure it in the real "
-                                   "simulator with a video, and film the real robot beside its imagined twin; "
-                                   "or (--pipeline init) train and film a model-free PPO policy. Ends with where "
-                                   "every output is (last line: JSON).")
+
+def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm demo`: its arguments."""
+    p = subparsers.add_parser("demo", help="measure the simulator, then the model-based pipeline at a short CPU scale",
+                              description="Run the ANYmal-D simulator with a standing, then a random policy, and "
+                                          "print throughput, falls, base height and reward. Then (--pipeline mbpo, "
+                                          "the default) Pretrain a policy and the world model in the simulator, "
+                                          "Finetune a new policy only in the world model's imagination, measure it "
+                                          "in the real simulator with a video, and film the real robot beside its "
+                                          "imagined twin; or (--pipeline init) train and film a model-free PPO "
+                                          "policy. Ends with where every output is (last line: JSON).")
     p.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0",
                    help="task id of the simulator check and of --pipeline init (see `rwm list`)")
     p.add_argument("--num-envs", type=_positive_int, default=256,
@@ -650,14 +648,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config overrides, e.g. env.noise.enabled=false sim.randomization.push=false")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a task: PPO in the simulator or in imagination (or resume a run)",
-                       description="Train a velocity-tracking PPO policy: in the MuJoCo simulator (Init, Pretrain, which also "
-                                   "trains the world model) or in the world model's imagination (Finetune, Offline). A run is written to "
-                                   "<runner.log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run name>]/ with "
-                                   "config.yaml, model_<iter>.pt checkpoints, TensorBoard events and metrics.jsonl. "
-                                   "Ctrl-C (or SIGTERM) saves a checkpoint and exits 0. Settings are applied in this "
-                                   "order: the task's defaults, scale=cpu|paper, the flags below, then KEY=VALUE "
-                                   "overrides. The last line printed is a JSON summary.")
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm train`: its arguments."""
+    p = subparsers.add_parser("train", help="train a task: PPO in the simulator or in imagination (or resume a run)",
+                              description="Train a velocity-tracking PPO policy: in the MuJoCo simulator (Init, "
+                                          "Pretrain, which also trains the world model) or in the world model's "
+                                          "imagination (Finetune, Offline). A run is written to "
+                                          "<runner.log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run name>]/ "
+                                          "with config.yaml, model_<iter>.pt checkpoints, TensorBoard events and "
+                                          "metrics.jsonl. Ctrl-C (or SIGTERM) saves a checkpoint and exits 0. "
+                                          "Settings are applied in this order: the task's defaults, scale=cpu|paper, "
+                                          "the flags below, then KEY=VALUE overrides. The last line printed is a "
+                                          "JSON summary.")
     p.add_argument("--task", default=None,
                    help="task id (see `rwm list`; default Velocity-Flat-Anymal-D-Init-v0, or the resumed run's task)")
     p.add_argument("--num-envs", type=_positive_int, default=None,
@@ -694,12 +697,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "algorithm.entropy_coef=0.01 (put them after the flags)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("play", help="evaluate a trained policy in the simulator (metrics, optional video)",
-                       description="Run a run's policy deterministically (its mean action) in fresh simulated "
-                                   "environments with observation noise and pushes off, print tracking and fall "
-                                   "metrics and write them to <run>/eval/play_<checkpoint>.json (last line: JSON). "
-                                   "Tracking is the mean over env-steps of exp(-error^2/0.25) for the planar and the "
-                                   "yaw velocity; fall rate is the share of environments that fell at least once.")
+
+def _add_play_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm play`: its arguments."""
+    p = subparsers.add_parser("play", help="evaluate a trained policy in the simulator (metrics, optional video)",
+                              description="Run a run's policy deterministically (its mean action) in fresh simulated "
+                                          "environments with observation noise and pushes off, print tracking and "
+                                          "fall metrics and write them to <run>/eval/play_<checkpoint>.json (last "
+                                          "line: JSON). Tracking is the mean over env-steps of exp(-error^2/0.25) "
+                                          "for the planar and the yaw velocity; fall rate is the share of "
+                                          "environments that fell at least once.")
     _add_run_arguments(p, "the run whose policy to play")
     p.add_argument("--num-envs", type=_positive_int, default=None,
                    help="environments to evaluate (default: runner.eval.num_envs, 128)")
@@ -715,20 +722,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a changed robot, see README) or runner.eval.pushes=true")
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser("export", help="export a trained policy as ONNX or TorchScript",
-                       description="Write the deterministic policy (observation normaliser + actor mean) of a run "
-                                   "to <run>/exported/policy.onnx (input 'obs' (batch, 48), output 'actions' "
-                                   "(batch, 12)) or policy.pt (TorchScript). The export is checked against the torch "
-                                   "policy on random observations and fails if they differ by more than 1e-4.")
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm export`: its arguments."""
+    p = subparsers.add_parser("export", help="export a trained policy as ONNX or TorchScript",
+                              description="Write the deterministic policy (observation normaliser + actor mean) of a "
+                                          "run to <run>/exported/policy.onnx (input 'obs' (batch, 48), output "
+                                          "'actions' (batch, 12)) or policy.pt (TorchScript). The export is checked "
+                                          "against the torch policy on random observations and fails if they differ "
+                                          "by more than 1e-4.")
     _add_run_arguments(p, "the run whose policy to export")
     p.add_argument("--format", choices=("onnx", "jit"), default="onnx", help="onnx (default) or jit (TorchScript)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("evaluate", help="evaluate a run's world model autoregressively (table, JSON, plots)",
-                       description="Collect fresh data with the run's policy in the simulator and measure the "
-                                   "world model's autoregressive error: relative L1 overall, per state group and "
-                                   "per predicted step, contact and termination accuracy, for each input-noise "
-                                   "scale. Writes <run>/eval/world_model_<checkpoint>.json and plots.")
+
+def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm evaluate`: its arguments."""
+    p = subparsers.add_parser("evaluate", help="evaluate a run's world model autoregressively (table, JSON, plots)",
+                              description="Collect fresh data with the run's policy in the simulator and measure the "
+                                          "world model's autoregressive error: relative L1 overall, per state group "
+                                          "and per predicted step, contact and termination accuracy, for each "
+                                          "input-noise scale. Writes <run>/eval/world_model_<checkpoint>.json and "
+                                          "plots.")
     _add_run_arguments(p, "a Pretrain, Finetune or Offline run")
     p.add_argument("--num-envs", type=_positive_int, default=100, help="evaluation windows / environments (default 100)")
     p.add_argument("--length", type=_positive_int, default=400,
@@ -739,10 +754,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("import-upstream", help="convert an upstream rsl_rl_rwm world-model checkpoint",
-                       description="Convert the system_dynamics_state_dict of an upstream rsl_rl_rwm checkpoint "
-                                   "into this project's layout (batched ensemble heads, normalisers with the "
-                                   "fixed statistics), so it predicts exactly what upstream's model predicts.")
+
+def _add_import_upstream_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm import-upstream`: its arguments."""
+    p = subparsers.add_parser("import-upstream", help="convert an upstream rsl_rl_rwm world-model checkpoint",
+                              description="Convert the system_dynamics_state_dict of an upstream rsl_rl_rwm "
+                                          "checkpoint into this project's layout (batched ensemble heads, "
+                                          "normalisers with the fixed statistics), so it predicts exactly what "
+                                          "upstream's model predicts.")
     p.add_argument("checkpoint", help="the upstream checkpoint (.pt)")
     p.add_argument("--out", required=True, help="the converted checkpoint to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -750,15 +769,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="world-model settings the upstream file cannot tell, e.g. history_horizon=32")
     p.set_defaults(func=cmd_import_upstream)
 
-    p = sub.add_parser("visualize", help="the real robot and the run's world model side by side (plots, JSON, video)",
-                       description="From the same real starting history, run the real simulator and a Pretrain or "
-                                   "Finetune run's world model side by side under the actions the policy takes in "
-                                   "the real robot (observation noise and pushes off, commands resampled every 2 s). "
-                                   "The world model never sees a real state again after the start; a real fall ends "
-                                   "that environment's comparison. Writes predicted-vs-true plots to <run>/plots/, "
-                                   "the relative L1 error over the horizon to <run>/eval/visualize_<checkpoint>.json "
-                                   "and a video of the imagined robot (transparent blue) walking beside the real one "
-                                   "to <run>/videos/ (last line: JSON).")
+
+def _add_visualize_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm visualize`: its arguments."""
+    p = subparsers.add_parser(
+        "visualize", help="the real robot and the run's world model side by side (plots, JSON, video)",
+        description="From the same real starting history, run the real simulator and a Pretrain or Finetune run's "
+                    "world model side by side under the actions the policy takes in the real robot (observation "
+                    "noise and pushes off, commands resampled every 2 s). The world model never sees a real state "
+                    "again after the start; a real fall ends that environment's comparison. Writes predicted-vs-true "
+                    "plots to <run>/plots/, the relative L1 error over the horizon to "
+                    "<run>/eval/visualize_<checkpoint>.json and a video of the imagined robot (transparent blue) "
+                    "walking beside the real one to <run>/videos/ (last line: JSON).")
     _add_run_arguments(p, "a Pretrain, Finetune or Offline run")
     p.add_argument("--seconds", type=_positive_float, default=5.0,
                    help="simulated seconds of side-by-side prediction (default 5)")
@@ -772,105 +794,160 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", action="store_true", help="skip the video (plots and JSON only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_visualize)
-    p = sub.add_parser("dataset", help="record, inspect, merge and convert transition datasets (offline RWM-U)",
-                       description="Transition datasets: one HDF5 file per dataset (rwm.data.format) holding per-"
-                                   "episode system_state (45), the action taken from each state (12), contacts (8), "
-                                   "termination (1), optionally policy observations, commands and rewards, plus "
-                                   "metadata (robot, layout version, normaliser, source policy, step 0.02 s).")
-    dsub = p.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
-    dsub.required = True
 
-    q = dsub.add_parser("record", help="record a policy's transitions in the real simulator",
-                        description="Run a run's policy (its mean action, or sampled with --stochastic; from --run "
-                                    "[--checkpoint]) or random actions "
-                                    "(--policy random) in fresh simulated environments and write the transitions to "
-                                    "--out. --steps counts transitions over all environments (rounded up to a multiple "
-                                    "of --num-envs). Checkpoints of one run at different iterations give random / "
-                                    "medium / expert datasets; `rwm dataset merge` mixes them. The file appears only "
-                                    "when the recording is complete: Ctrl-C leaves nothing under --out.")
-    q.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id whose simulator and observation "
+
+def _add_dataset_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset`: its arguments."""
+    p = subparsers.add_parser("dataset", help="record, inspect, merge and convert transition datasets (offline RWM-U)",
+                              description="Transition datasets: one HDF5 file per dataset (rwm.data.format) holding "
+                                          "per-episode system_state (45), the action taken from each state (12), "
+                                          "contacts (8), termination (1), optionally policy observations, commands "
+                                          "and rewards, plus metadata (robot, layout version, normaliser, source "
+                                          "policy, step 0.02 s).")
+    commands = p.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
+    commands.required = True
+    _add_dataset_record_parser(commands)
+    _add_dataset_record_mixed_parser(commands)
+    _add_dataset_info_parser(commands)
+    _add_dataset_merge_parser(commands)
+    _add_dataset_import_csv_parser(commands)
+    _add_dataset_export_minari_parser(commands)
+    _add_dataset_import_minari_parser(commands)
+
+
+def _add_dataset_record_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset record`: its arguments."""
+    p = subparsers.add_parser("record", help="record a policy's transitions in the real simulator",
+                              description="Run a run's policy (its mean action, or sampled with --stochastic; from "
+                                          "--run [--checkpoint]) or random actions (--policy random) in fresh "
+                                          "simulated environments and write the transitions to --out. --steps counts "
+                                          "transitions over all environments (rounded up to a multiple of "
+                                          "--num-envs). Checkpoints of one run at different iterations give random / "
+                                          "medium / expert datasets; `rwm dataset merge` mixes them. The file "
+                                          "appears only when the recording is complete: Ctrl-C leaves nothing under "
+                                          "--out.")
+    p.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id whose simulator and observation "
                    "settings are used (default Velocity-Flat-Anymal-D-Init-v0)")
-    who = q.add_mutually_exclusive_group(required=True)
+    who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--run", default=None, metavar="RUN_DIR", help="run directory (or checkpoint file) of the policy")
     who.add_argument("--policy", choices=("random",), default=None, help="'random': uniform random actions")
-    q.add_argument("--checkpoint", default=None, metavar="model_K.pt",
+    p.add_argument("--checkpoint", default=None, metavar="model_K.pt",
                    help="checkpoint file name inside --run (default: the latest)")
-    q.add_argument("--steps", type=_positive_int, required=True, help="transitions to record, over all environments")
-    q.add_argument("--num-envs", type=_positive_int, default=64, help="parallel environments (default 64)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the environments and the random policy (default 0)")
-    q.add_argument("--action-scale", type=_positive_float, default=1.0,
+    p.add_argument("--steps", type=_positive_int, required=True, help="transitions to record, over all environments")
+    p.add_argument("--num-envs", type=_positive_int, default=64, help="parallel environments (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the environments and the random policy (default 0)")
+    p.add_argument("--action-scale", type=_positive_float, default=1.0,
                    help="--policy random: actions uniform in [-scale, scale] (default 1)")
-    _add_recording_arguments(q)
-    q.set_defaults(func=cmd_dataset_record)
+    _add_recording_arguments(p)
+    p.set_defaults(func=cmd_dataset_record)
 
-    q = dsub.add_parser("record-mixed", help="record RWM-U's mixed dataset from one run's checkpoints",
-                        description="Record --steps transitions in one file: 10 % random actions, then the run's "
-                                    "checkpoints nearest 1/6, 5/12, 2/3 and all of its last iteration (15, 20, 25 and "
-                                    "30 %; iterations 100, 250, 400 and 600 of a 600-iteration run), each in fresh "
-                                    "environments with its own seed, merged like `rwm dataset merge`. The file appears "
-                                    "only when the recording is complete.")
-    q.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id whose simulator and observation "
+
+def _add_dataset_record_mixed_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset record-mixed`: its arguments."""
+    p = subparsers.add_parser("record-mixed", help="record RWM-U's mixed dataset from one run's checkpoints",
+                              description="Record --steps transitions in one file: 10 % random actions, then the "
+                                          "run's checkpoints nearest 1/6, 5/12, 2/3 and all of its last iteration "
+                                          "(15, 20, 25 and 30 %; iterations 100, 250, 400 and 600 of a 600-iteration "
+                                          "run), each in fresh environments with its own seed, merged like `rwm "
+                                          "dataset merge`. The file appears only when the recording is complete.")
+    p.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0", help="task id whose simulator and observation "
                    "settings are used (default Velocity-Flat-Anymal-D-Init-v0)")
-    q.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory whose checkpoints are recorded")
-    q.add_argument("--steps", type=_positive_int, required=True, help="transitions to record in all")
-    q.add_argument("--num-envs", type=_positive_int, default=256, help="parallel environments (default 256)")
-    q.add_argument("--seed", type=int, default=0, help="part k is recorded with seed SEED + k (default 0)")
-    _add_recording_arguments(q)
-    q.set_defaults(func=cmd_dataset_record_mixed)
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory whose checkpoints are recorded")
+    p.add_argument("--steps", type=_positive_int, required=True, help="transitions to record in all")
+    p.add_argument("--num-envs", type=_positive_int, default=256, help="parallel environments (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="part k is recorded with seed SEED + k (default 0)")
+    _add_recording_arguments(p)
+    p.set_defaults(func=cmd_dataset_record_mixed)
 
-    q = dsub.add_parser("info", help="summarise a dataset file",
-                        description="Verify the file (every row of every column read, chunk checksums, NaN / inf "
-                                    "counts per column; --no-verify skips it), then print transitions, episodes, "
-                                    "episode-length statistics, how episodes ended, the termination share, the source "
-                                    "policy and per-column mean/std.")
-    q.add_argument("file", help="dataset file")
-    q.add_argument("--json", action="store_true", help="print the summary as one JSON line instead")
-    q.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+
+def _add_dataset_info_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset info`: its arguments."""
+    p = subparsers.add_parser("info", help="summarise a dataset file",
+                              description="Verify the file (every row of every column read, chunk checksums, NaN / "
+                                          "inf counts per column; --no-verify skips it), then print transitions, "
+                                          "episodes, episode-length statistics, how episodes ended, the termination "
+                                          "share, the source policy and per-column mean/std.")
+    p.add_argument("file", help="dataset file")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON line instead")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="read every row of every column first: chunk checksums, NaN / inf counts per column; "
                         "exits with an error when the file is damaged or holds non-finite values (default on)")
-    q.set_defaults(func=cmd_dataset_info)
+    p.set_defaults(func=cmd_dataset_info)
 
-    q = dsub.add_parser("merge", help="concatenate datasets into one (e.g. the mixed dataset)",
-                        description="Copy the episodes of every input, in order, into --out; optional columns that not "
-                                    "every input has are dropped. The metadata lists each input's source.")
-    q.add_argument("inputs", nargs="+", metavar="FILE", help="dataset files (two or more)")
-    q.add_argument("--out", required=True, help="merged dataset file to write")
-    q.add_argument("--force", action="store_true", help="replace --out if it exists")
-    q.set_defaults(func=cmd_dataset_merge)
 
-    q = dsub.add_parser("import-csv", help="convert the upstream lite CSV files into a dataset",
-                        description="Read DIR/state_action_data_0.csv, _1, ... (no header, 66 columns: 45 state, 12 "
-                                    "action, 8 contacts, 1 termination; one continuous 50 Hz stream in index order). "
-                                    "Upstream's action column is the action that led INTO its row; each record here "
-                                    "gets the action taken FROM its state (the next row's). A termination row ends its "
-                                    "episode, row 0 included. Missing, empty or malformed files are an error.")
-    q.add_argument("directory", help="folder holding the CSV files")
-    q.add_argument("--out", required=True, help="dataset file to write")
-    q.add_argument("--min-rows", type=_positive_int, default=1,
+def _add_dataset_merge_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset merge`: its arguments."""
+    p = subparsers.add_parser("merge", help="concatenate datasets into one (e.g. the mixed dataset)",
+                              description="Copy the episodes of every input, in order, into --out; optional columns "
+                                          "that not every input has are dropped. The metadata lists each input's "
+                                          "source.")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="dataset files (two or more)")
+    p.add_argument("--out", required=True, help="merged dataset file to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_dataset_merge)
+
+
+def _add_dataset_import_csv_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset import-csv`: its arguments."""
+    p = subparsers.add_parser("import-csv", help="convert the upstream lite CSV files into a dataset",
+                              description="Read DIR/state_action_data_0.csv, _1, ... (no header, 66 columns: 45 "
+                                          "state, 12 action, 8 contacts, 1 termination; one continuous 50 Hz stream "
+                                          "in index order). Upstream's action column is the action that led INTO its "
+                                          "row; each record here gets the action taken FROM its state (the next "
+                                          "row's). A termination row ends its episode, row 0 included. Missing, "
+                                          "empty or malformed files are an error.")
+    p.add_argument("directory", help="folder holding the CSV files")
+    p.add_argument("--out", required=True, help="dataset file to write")
+    p.add_argument("--min-rows", type=_positive_int, default=1,
                    help="refuse files with fewer rows (default 1; upstream expected 10000)")
-    q.add_argument("--force", action="store_true", help="replace --out if it exists")
-    q.add_argument("--quiet", action="store_true", help="no progress bar")
-    q.set_defaults(func=cmd_dataset_import_csv)
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_dataset_import_csv)
 
-    q = dsub.add_parser("export-minari", help="write a dataset as a local Minari dataset",
-                        description="Observations are system_state (45), actions the actions taken from them, rewards "
-                                    "(zeros if absent), terminations = falls, truncations = other endings; contacts, "
-                                    "termination flags, policy observations and commands go into infos. Written to "
-                                    "--out-dir, else $MINARI_DATASETS_PATH, else ~/.minari/datasets; no network.")
-    q.add_argument("file", help="dataset file")
-    q.add_argument("--dataset-id", required=True, help="Minari id: [namespace/]name-v<version>, e.g. anymal-random-v0")
-    q.add_argument("--out-dir", default=None, help="Minari datasets directory to write into")
-    q.set_defaults(func=cmd_dataset_export_minari)
 
-    q = dsub.add_parser("import-minari", help="convert a local Minari dataset into a dataset file",
-                        description="Read a Minari dataset by id (from --datasets-dir, $MINARI_DATASETS_PATH or "
-                                    "~/.minari/datasets; never downloaded) or by directory; observations must be the "
-                                    "45-dim system_state (or a dict holding it) and actions 12-dim.")
-    q.add_argument("source", metavar="NAME_OR_PATH", help="Minari dataset id or directory")
-    q.add_argument("--out", required=True, help="dataset file to write")
-    q.add_argument("--datasets-dir", default=None, help="Minari datasets directory to look the id up in")
-    q.add_argument("--force", action="store_true", help="replace --out if it exists")
-    q.set_defaults(func=cmd_dataset_import_minari)
+def _add_dataset_export_minari_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset export-minari`: its arguments."""
+    p = subparsers.add_parser("export-minari", help="write a dataset as a local Minari dataset",
+                              description="Observations are system_state (45), actions the actions taken from them, "
+                                          "rewards (zeros if absent), terminations = falls, truncations = other "
+                                          "endings; contacts, termination flags, policy observations and commands go "
+                                          "into infos. Written to --out-dir, else $MINARI_DATASETS_PATH, else "
+                                          "~/.minari/datasets; no network.")
+    p.add_argument("file", help="dataset file")
+    p.add_argument("--dataset-id", required=True, help="Minari id: [namespace/]name-v<version>, e.g. anymal-random-v0")
+    p.add_argument("--out-dir", default=None, help="Minari datasets directory to write into")
+    p.set_defaults(func=cmd_dataset_export_minari)
+
+
+def _add_dataset_import_minari_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`rwm dataset import-minari`: its arguments."""
+    p = subparsers.add_parser("import-minari", help="convert a local Minari dataset into a dataset file",
+                              description="Read a Minari dataset by id (from --datasets-dir, $MINARI_DATASETS_PATH "
+                                          "or ~/.minari/datasets; never downloaded) or by directory; observations "
+                                          "must be the 45-dim system_state (or a dict holding it) and actions 12-dim.")
+    p.add_argument("source", metavar="NAME_OR_PATH", help="Minari dataset id or directory")
+    p.add_argument("--out", required=True, help="dataset file to write")
+    p.add_argument("--datasets-dir", default=None, help="Minari datasets directory to look the id up in")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=cmd_dataset_import_minari)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rwm` command line: each command's arguments come from its own `_add_<command>_parser`."""
+    parser = _Parser(
+        prog="rwm",
+        description="Robotic World Model: simulate ANYmal D in MuJoCo, learn its dynamics, train policies in imagination.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_list_parser(sub)
+    _add_demo_parser(sub)
+    _add_train_parser(sub)
+    _add_play_parser(sub)
+    _add_export_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_import_upstream_parser(sub)
+    _add_visualize_parser(sub)
+    _add_dataset_parser(sub)
     _add_debug_flag(parser)
     return parser
 
