@@ -23,33 +23,26 @@ are read with ``torch.load(weights_only=True)`` only: a checkpoint can never run
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rwm.device import resolve_device
 from rwm.io import atomic_write
+from rwm.torch_files import CheckpointError, load_torch_file
 
 __all__ = [
     "CheckpointError", "LAYOUT_VERSION", "REQUIRED_KEYS", "obs_layout", "save_checkpoint", "load_checkpoint",
-    "load_torch_file", "load_weights",
+    "load_weights",
     "check_obs_layout", "find_checkpoint", "list_checkpoints", "checkpoint_iteration", "capture_rng_state", "restore_rng_state",
 ]
 
 LAYOUT_VERSION = 1
 REQUIRED_KEYS = ("model_state_dict", "optimizer_state_dict", "iter", "infos", "config", "obs_layout")
 _NAME = re.compile(r"^model_(\d+)\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message is one sentence naming the file and the problem."""
 
 
 def obs_layout(num_policy_obs: int, num_actions: int) -> dict[str, int]:
@@ -68,44 +61,6 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 # ----------------------------------------------------------------------------- reading
-def load_torch_file(path: str | os.PathLike, what: str = "checkpoint",
-                    map_location: str | torch.device = "cpu") -> Any:
-    """What `torch.save` wrote to `path`, loaded weights-only; CheckpointError / FileNotFoundError in one sentence.
-
-    `what` names the file in the messages ("checkpoint", "world-model checkpoint", ...).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} '{path}' does not exist.")
-    if not path.is_file():
-        raise CheckpointError(f"{what} '{path}' is not a file.")
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if not head:
-        raise CheckpointError(f"{what} '{path}' is empty.")
-    resolve_device(map_location)  # torch would blame the file for a missing GPU
-    zip_start = head == b"PK\x03\x04"  # torch.save writes zip archives
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except (KeyboardInterrupt, MemoryError):
-        raise
-    except OSError as error:
-        if error.errno is not None:  # permission denied and the like: the file system's answer, not the file's
-            raise
-        raise CheckpointError(f"{what} '{path}' cannot be read ({_first_line(error)}).") from None
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError, ... here
-        if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
-            raise CheckpointError(f"{what} '{path}' holds Python objects, not only tensors and plain data; "
-                                  "rwm never runs them, so it was refused.") from None
-        if zip_start:
-            detail = "an incomplete zip archive" if not zipfile.is_zipfile(path) else _first_line(error)
-            raise CheckpointError(f"{what} '{path}' is truncated or damaged ({detail}).") from None
-        raise CheckpointError(f"'{path}' is not a PyTorch checkpoint file (torch.save writes zip archives; "
-                              "this file is not one).") from None
-
-
 def load_checkpoint(path: str | os.PathLike, expected_layout: dict[str, int] | None = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and validate a checkpoint (weights-only); raises CheckpointError / FileNotFoundError with one sentence."""
@@ -157,12 +112,6 @@ def check_obs_layout(payload: dict[str, Any], expected: dict[str, int], path: st
     if not isinstance(found, dict) or {k: found.get(k) for k in expected} != dict(expected):
         raise CheckpointError(f"checkpoint '{path}' was trained with observation layout {found}, but this task "
                               f"uses {dict(expected)}; it cannot drive this policy.")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    line = text[0].split(". ")[0].rstrip(".") if text else type(error).__name__
-    return line if len(line) <= 120 else line[:117] + "..."
 
 
 # ----------------------------------------------------------------------------- finding

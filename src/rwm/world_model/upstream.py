@@ -14,6 +14,7 @@ import re
 
 import torch
 
+from rwm.torch_files import load_torch_file
 from rwm.world_model.config import WorldModelCfg
 from rwm.world_model.model import SystemDynamics
 
@@ -190,8 +191,6 @@ def convert_upstream_state_dict(upstream_sd: dict, cfg: WorldModelCfg) -> dict[s
 
 
 def _read_upstream(path: str | os.PathLike) -> dict:
-    from rwm.training.checkpoint import load_torch_file  # rwm.training imports this package
-
     ckpt = load_torch_file(path, "upstream checkpoint")
     if not isinstance(ckpt, dict):
         raise ValueError(f"upstream checkpoint '{path}' holds a {type(ckpt).__name__}, expected a dict.")
