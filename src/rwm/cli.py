@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from rwm.config import apply_overrides
+from rwm.demo import DEMO_FINETUNE_ITERATIONS, DEMO_PRETRAIN_ITERATIONS
 
 
 def _number(kind: type, minimum: float, strict: bool, what: str):
@@ -31,13 +32,6 @@ _positive_int = _number(int, 1, strict=False, what="an integer")
 _non_negative_int = _number(int, 0, strict=False, what="an integer")
 _positive_float = _number(float, 0.0, strict=True, what="a number")
 
-# `rwm demo`'s model-based pipeline, shortened from the 600-iteration CPU-scale runs to about 20 minutes
-# on 2 cores (Pretrain ~4.1 s and Finetune ~1.9 s per iteration there): it shows every stage and output,
-# not a walking robot (`--pipeline init` trains one in ~10 minutes).
-DEMO_PRETRAIN_ITERATIONS = 200
-DEMO_FINETUNE_ITERATIONS = 100
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from rwm.tasks import describe, task_ids
 
@@ -48,130 +42,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Runs the simulator with a standing, then a random policy, and reports what it measured."""
-    import torch
-    from tqdm import tqdm
+    """The simulator check, then a shortened pipeline, told against references (see rwm.demo)."""
+    from rwm.demo import run_demo
 
-    from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy
-    from rwm.tasks import make_env, make_task_cfg
-
-    cfg = make_task_cfg(args.task)
-    cfg.num_envs, cfg.seed, cfg.device = args.num_envs, args.seed, args.device
-    # the overrides also configure the pipeline's tasks: sections this check's task does not have are theirs
-    own = [item for item in args.overrides if getattr(cfg, item.partition("=")[0].split(".")[0].strip(), 0) is not None]
-    cfg = apply_overrides(cfg, own)
-    print(f"[rwm demo] {cfg.task_id}: {cfg.num_envs} environments on {cfg.device}, seed {cfg.seed}")
-    env = make_env(cfg)
-    steps = max(1, round(args.seconds / env.step_dt))
-    report = {"task": cfg.task_id, "num_envs": cfg.num_envs, "seconds_per_policy": args.seconds}
-    for name, policy in (("standing", StandingPolicy(env.num_envs, env.device, dt=env.step_dt)),
-                         ("random", RandomPolicy(env.num_envs, env.device, scale=1.0, seed=cfg.seed))):
-        obs = env.reset()["policy"]
-        falls, reward_sum, height = 0, 0.0, 0.0
-        start = time.perf_counter()
-        for _ in tqdm(range(steps), desc=f"{name:>8} policy", unit="step", leave=False, disable=args.quiet):
-            observations, rewards, dones, extras = env.step(policy(obs))
-            obs = observations["policy"]
-            falls += int((dones & ~extras["time_outs"]).sum())
-            reward_sum += float(rewards.mean())
-            height += float(env.sim.base_pos_w[:, 2].mean())
-            if isinstance(policy, StandingPolicy):
-                policy.reset(torch.nonzero(dones).flatten())
-        elapsed = time.perf_counter() - start
-        report[name] = {
-            "control_steps_per_s": round(steps * env.num_envs / elapsed),
-            "falls_per_env_per_minute": round(falls / env.num_envs / (steps * env.step_dt / 60), 3),
-            "mean_base_height_m": round(height / steps, 3),
-            "mean_reward_per_step": round(reward_sum / steps, 5),
-        }
-        r = report[name]
-        print(f"  {name:>8} policy: {r['control_steps_per_s']:>8,} control steps/s | "
-              f"falls/env/min {r['falls_per_env_per_minute']:.3f} | base height {r['mean_base_height_m']:.3f} m | "
-              f"reward/step {r['mean_reward_per_step']:+.5f}")
-    if args.pipeline == "mbpo" and args.pretrain_iterations > 0:
-        report["mbpo"] = _demo_model_based(args)
-    elif args.pipeline == "init" and args.train_iterations > 0:
-        report["trained"] = _demo_train_and_play(args)
-    print(json.dumps(report))
-    return 0
-
-
-def _demo_model_based(args: argparse.Namespace) -> dict:
-    """The model-based story at CPU scale: Pretrain -> Finetune in imagination -> the real simulator -> video."""
-    if not args.no_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-    from rwm.training.checkpoint import find_checkpoint
-    from rwm.training.evaluation import evaluate_policy
-    from rwm.training.runner import resolve_train_config, train
-    from rwm.training.visualize import visualize_run
-
-    common = ["runner.console=line", *args.overrides]
-    cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Pretrain-v0", common, seed=args.seed, device=args.device,
-                                  max_iterations=args.pretrain_iterations, run_name="demo_pretrain")
-    print(f"[rwm demo] 1/4 Pretrain: PPO in the simulator while the world model learns, {args.pretrain_iterations} "
-          f"iterations ({cfg.num_envs} environments x {cfg.runner.num_steps_per_env} steps)", flush=True)
-    pretrain, pretrain_summary = train(cfg)
-
-    cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Finetune-v0",
-                                  [*common, f"finetune.load_run={pretrain.log_dir}"], seed=args.seed,
-                                  device=args.device, max_iterations=args.finetune_iterations,
-                                  run_name="demo_finetune")
-    print(f"[rwm demo] 2/4 Finetune: a new policy learns only in the world model's imagination, "
-          f"{args.finetune_iterations} iterations ({cfg.num_envs} imagined robots)", flush=True)
-    finetune, finetune_summary = train(cfg)
-
-    print("[rwm demo] 3/4 the imagination-trained policy in the real simulator", flush=True)
-    video = None if args.no_video else finetune.log_dir / "videos" / f"demo_{finetune.current_iteration}.mp4"
-    metrics = evaluate_policy(finetune.cfg, finetune.get_inference_policy(), num_envs=64, seconds=10.0,
-                              video_path=video, progress=not args.quiet)
-    print("[rwm demo] 4/4 the real robot and its imagined twin side by side", flush=True)
-    side_by_side = visualize_run(find_checkpoint(finetune.log_dir), seconds=5.0, video=not args.no_video,
-                                 progress=not args.quiet)
-    real_transitions = pretrain_summary["env_steps"] + finetune.extensions[0].real_transitions
-    lines = [
-        f"Pretrain run:  {pretrain.log_dir} ({pretrain_summary['wall_clock_s']:.0f} s)",
-        f"Finetune run:  {finetune.log_dir} ({finetune_summary['wall_clock_s']:.0f} s; "
-        f"{real_transitions:,} real transitions in all)",
-        f"real simulator: linear-velocity tracking {metrics['tracking_lin_vel']:.3f}, yaw-rate tracking "
-        f"{metrics['tracking_ang_vel']:.3f}, fall rate {metrics['fall_rate']:.1%}"
-        + ("" if video is None else f"; video {video}"),
-        f"side by side:  world-model error {side_by_side['relative_l1']:.3f} (relative L1 over "
-        f"{side_by_side['horizon_steps']} steps); plots {side_by_side['plots']['trajectories']}"
-        + ("" if side_by_side["video"] is None else f"; video {side_by_side['video']}"),
-    ]
-    print("[rwm demo] where everything is:\n  " + "\n  ".join(lines), flush=True)
-    return {"pretrain_run": str(pretrain.log_dir), "finetune_run": str(finetune.log_dir),
-            "pretrain_iterations": pretrain.current_iteration, "finetune_iterations": finetune.current_iteration,
-            "wall_clock_s": {"pretrain": round(pretrain_summary["wall_clock_s"], 1),
-                             "finetune": round(finetune_summary["wall_clock_s"], 1)},
-            "real_transitions": int(real_transitions), "video": None if video is None else str(video),
-            "side_by_side_video": side_by_side["video"], "world_model_relative_l1": side_by_side["relative_l1"],
-            **{k: metrics[k] for k in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate")}}
-
-
-def _demo_train_and_play(args: argparse.Namespace) -> dict:
-    """A shortened CPU-scale PPO run of the task, then its policy in the simulator with a video."""
-    if not args.no_video:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-    from rwm.training.evaluation import evaluate_policy
-    from rwm.training.runner import resolve_train_config, train
-
-    cfg, _ = resolve_train_config(args.task, ["runner.console=line", *args.overrides], seed=args.seed,
-                                  device=args.device, max_iterations=args.train_iterations, run_name="demo")
-    print(f"[rwm demo] training {cfg.task_id} for {args.train_iterations} iterations "
-          f"({cfg.num_envs} environments x {cfg.runner.num_steps_per_env} steps); the full CPU-scale run is "
-          f"{type(cfg.runner)().max_iterations} iterations (`rwm train`)", flush=True)
-    runner, summary = train(cfg)
-    video = None if args.no_video else runner.log_dir / "videos" / f"demo_{runner.current_iteration}.mp4"
-    metrics = evaluate_policy(cfg, runner.get_inference_policy(), num_envs=64, seconds=10.0, video_path=video,
-                              progress=not args.quiet)
-    print(f"[rwm demo] after {runner.current_iteration} iterations ({summary['wall_clock_s']:.0f} s): "
-          f"linear-velocity tracking {metrics['tracking_lin_vel']:.3f}, yaw-rate tracking "
-          f"{metrics['tracking_ang_vel']:.3f}, fall rate {metrics['fall_rate']:.1%}")
-    print(f"[rwm demo] run directory: {runner.log_dir}" + ("" if video is None else f"; video: {video}"))
-    return {"iterations": runner.current_iteration, "wall_clock_s": round(summary["wall_clock_s"], 1),
-            "run_dir": str(runner.log_dir), "video": None if video is None else str(video),
-            **{k: metrics[k] for k in ("tracking_lin_vel", "tracking_ang_vel", "fall_rate")}}
+    return run_demo(args)
 
 
 def _print_json_line(report: dict) -> None:
@@ -622,7 +496,11 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
                                           "Finetune a new policy only in the world model's imagination, measure it "
                                           "in the real simulator with a video, and film the real robot beside its "
                                           "imagined twin; or (--pipeline init) train and film a model-free PPO "
-                                          "policy. Ends with where every output is (last line: JSON).")
+                                          "policy. Ends with a summary: the trained policy's tracking and fall "
+                                          "rate beside a standing robot's and a full PPO run's, whether the robot "
+                                          "walks, and where every stage's result is "
+                                          "(<runner.log_root>/demo/<time>/summary.json; last line: JSON). One "
+                                          "Ctrl-C ends the whole demo (a training stage saves its checkpoint first).")
     p.add_argument("--task", default="Velocity-Flat-Anymal-D-Init-v0",
                    help="task id of the simulator check and of --pipeline init (see `rwm list`)")
     p.add_argument("--num-envs", type=_positive_int, default=256,
