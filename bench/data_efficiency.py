@@ -38,7 +38,7 @@ from common import RESULTS, emit, fall_rate_difference, measure, run_wall_clock 
 
 from rwm.training.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
-from rwm.training.runner import resolve_train_config, train  # noqa: E402
+from rwm.training.train import resolve_train_config, train  # noqa: E402
 
 FINETUNE = "Velocity-Flat-Anymal-D-Finetune-v0"
 INIT = "Velocity-Flat-Anymal-D-Init-v0"

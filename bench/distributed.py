@@ -55,7 +55,8 @@ def worker(out: Path, overrides: list[str], iterations: int, threads: int) -> No
     torch.set_num_threads(threads)
     from rwm.training.distributed import DistributedContext
     from rwm.training.modes import build_mode
-    from rwm.training.runner import Runner, RunnerExtension, resolve_train_config
+    from rwm.training.extension import RunnerExtension
+    from rwm.training.train import make_runner, resolve_train_config
 
     with DistributedContext.from_environment("cpu") as ctx:
         cfg, _ = resolve_train_config(TASK, [*COMMON, f"sim.num_threads={threads}", *overrides],
@@ -81,7 +82,7 @@ def worker(out: Path, overrides: list[str], iterations: int, threads: int) -> No
             return result
 
         trainer.update = timed_update
-        runner = Runner(cfg, env=env, log_dir=None, extensions=extensions, distributed=ctx)
+        runner = make_runner(cfg, env=env, log_dir=None, extensions=extensions, distributed=ctx)
         per_iteration, reduce_marks = [], []
 
         class Mark(RunnerExtension):  # the all-reduce seconds so far, after each iteration

@@ -47,7 +47,6 @@ from common import (  # noqa: E402
 
 from rwm.config import apply_overrides  # noqa: E402
 from rwm.data import DatasetReader  # noqa: E402
-from rwm.data.record import record_mixed_dataset  # noqa: E402
 from rwm.envs.locomotion_env import LocomotionEnv  # noqa: E402
 from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy  # noqa: E402
 from rwm.sim.imagination import ImaginationSimulator  # noqa: E402
@@ -55,7 +54,8 @@ from rwm.tasks import make_env  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint  # noqa: E402
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
-from rwm.training.runner import resolve_train_config, train  # noqa: E402
+from rwm.training.recording import record_mixed_dataset  # noqa: E402
+from rwm.training.train import resolve_train_config, train  # noqa: E402
 from rwm.training.world_model_learning import collect_replay, load_world_model_file  # noqa: E402
 
 QUICK_COMMON = ["runner.num_steps_per_env=8", "runner.save_interval=2", "runner.progress_bar=false",

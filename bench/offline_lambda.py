@@ -57,7 +57,8 @@ from rwm.data import DatasetReader  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint, list_checkpoints  # noqa: E402
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
 from rwm.training.offline import best_episode_pairs, clone_policy, episodes_buffer, split_episodes  # noqa: E402
-from rwm.training.runner import build_actor_critic, resolve_train_config, train  # noqa: E402
+from rwm.training.runner import build_actor_critic  # noqa: E402
+from rwm.training.train import resolve_train_config, train  # noqa: E402
 from rwm.training.world_model_learning import load_world_model_file  # noqa: E402
 from rwm.world_model.evaluation import autoregressive_rollout, uncertainty_error_correlation  # noqa: E402
 

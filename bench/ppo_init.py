@@ -29,7 +29,7 @@ from common import emit  # noqa: E402
 import torch  # noqa: E402
 
 from rwm.training.evaluation import evaluate_policy  # noqa: E402
-from rwm.training.runner import resolve_train_config, train  # noqa: E402
+from rwm.training.train import resolve_train_config, train  # noqa: E402
 
 TARGETS = {"tracking_lin_vel": 0.80, "fall_rate": 0.05}
 QUICK = ["num_envs=64", "runner.max_iterations=5", "runner.save_interval=5"]

@@ -23,7 +23,7 @@ import torch
 from rwm.cli import main
 from rwm.data import DatasetReader
 from rwm.training.checkpoint import list_checkpoints, load_checkpoint
-from rwm.training.runner import resolve_train_config, train
+from rwm.training.train import resolve_train_config, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import error_cases as table  # noqa: E402

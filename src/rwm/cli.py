@@ -54,7 +54,7 @@ def _print_json_line(report: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a policy (new run or --resume); Ctrl-C / SIGTERM save a checkpoint and exit 0."""
-    from rwm.training.runner import resolve_train_config, train
+    from rwm.training.train import resolve_train_config, train
 
     main_process = True
     if args.distributed:  # fail at once, in one sentence, when not started by a launcher
@@ -288,8 +288,9 @@ def _describe_source(source) -> str:
 
 def cmd_dataset_record(args: argparse.Namespace) -> int:
     """Record transitions of a policy (a run's checkpoint, or random actions) in the real simulator."""
-    from rwm.data.record import policy_actions, record_dataset
+    from rwm.data.record import record_dataset
     from rwm.envs.scripted_policies import RandomPolicy
+    from rwm.training.recording import policy_actions
 
     if args.checkpoint and not args.run:
         raise ValueError("--checkpoint chooses a checkpoint inside --run RUN_DIR; pass --run too.")
@@ -336,7 +337,7 @@ def _recording_cfg(args: argparse.Namespace):
 
 def cmd_dataset_record_mixed(args: argparse.Namespace) -> int:
     """Record RWM-U's mixed dataset (random actions, then four checkpoints of one run) into one file."""
-    from rwm.data.record import MIXED_SOURCES, mixed_checkpoints, record_mixed_dataset
+    from rwm.training.recording import MIXED_SOURCES, mixed_checkpoints, record_mixed_dataset
 
     run = Path(args.run)
     if not run.is_dir():

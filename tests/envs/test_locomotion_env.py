@@ -28,8 +28,8 @@ def test_rsl_rl_api(quiet_env):
 
 def test_clipped_actions_are_what_the_simulator_rewards_observations_and_recordings_see():
     from rwm.envs.mdp.observations import POLICY_SLICES
-    from rwm.training.world_model_learning import TransitionRecorder
     from rwm.world_model import ReplayBuffer
+    from rwm.world_model.recorder import TransitionRecorder
 
     env = make_quiet_env(num_envs=4, clip_actions=0.5)
     applied = []

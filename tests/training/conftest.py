@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rwm.training.runner import Runner, create_run_dir, resolve_train_config
+from rwm.training.runner import Runner, create_run_dir
+from rwm.training.train import resolve_train_config
 
 QUIET = ["runner.console=none", "runner.progress_bar=false", "sim.num_threads=1"]
 

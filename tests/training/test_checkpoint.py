@@ -16,7 +16,8 @@ from rwm.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from rwm.training.runner import Runner, train
+from rwm.training.runner import Runner
+from rwm.training.train import train
 
 from .conftest import tiny_cfg
 

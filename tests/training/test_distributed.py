@@ -138,7 +138,7 @@ def _worker_reduce(out: Path) -> None:
                             "expected_count": whole.shape[0]}
 
     # --- mismatched configurations are refused on every rank
-    from rwm.training.runner import resolve_train_config
+    from rwm.training.train import resolve_train_config
 
     cfg, _ = resolve_train_config("Velocity-Flat-Anymal-D-Init-v0", [], seed=rank)
     try:
@@ -169,7 +169,7 @@ def _worker_reduce(out: Path) -> None:
 def _worker_train(out: Path, log_root: Path) -> None:
     """Pretrain (new run, then resumed), Finetune and Offline, 2 ranks each, dumping every rank's networks."""
     from rwm.training.distributed import DistributedContext
-    from rwm.training.runner import resolve_train_config, train
+    from rwm.training.train import resolve_train_config, train
     from tests.training.test_finetune import TINY_FINETUNE
     from tests.training.test_pretrain import TINY_WORLD_MODEL
 

@@ -10,7 +10,8 @@ import torch
 from rwm.cli import main
 from rwm.training.checkpoint import load_checkpoint
 from rwm.training.modes import build_mode
-from rwm.training.runner import Runner, create_run_dir, resolve_train_config, train
+from rwm.training.runner import Runner, create_run_dir
+from rwm.training.train import resolve_train_config, train
 from tests.training.conftest import QUIET
 from tests.training.test_pretrain import TINY_WORLD_MODEL, tiny_pretrain_cfg
 

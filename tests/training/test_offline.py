@@ -11,7 +11,7 @@ from rwm.cli import main
 from rwm.config import ConfigError, apply_overrides
 from rwm.training.checkpoint import load_checkpoint
 from rwm.training.modes import build_mode
-from rwm.training.runner import resolve_train_config, train
+from rwm.training.train import resolve_train_config, train
 from tests.training.conftest import QUIET
 from tests.training.test_pretrain import TINY_WORLD_MODEL
 

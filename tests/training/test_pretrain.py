@@ -7,7 +7,7 @@ import math
 import torch
 
 from rwm.training.checkpoint import load_checkpoint
-from rwm.training.runner import resolve_train_config, train
+from rwm.training.train import resolve_train_config, train
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model
 from tests.training.conftest import QUIET
 

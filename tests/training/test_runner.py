@@ -14,7 +14,8 @@ from rwm.sim.imagination import ImaginationCfg
 from rwm.tasks import make_task_cfg
 from rwm.tasks.anymal_d_flat import PAPER_SCALE, TaskCfg, stored_task_cfg, with_scale
 from rwm.training.checkpoint import load_checkpoint
-from rwm.training.runner import Runner, TrainingError, create_run_dir, resolve_train_config
+from rwm.training.runner import Runner, TrainingError, create_run_dir
+from rwm.training.train import resolve_train_config
 
 from .conftest import QUIET, tiny_cfg, tiny_run
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rwm.cli import main
-from rwm.training.runner import train
+from rwm.training.train import train
 from rwm.training.world_model_learning import load_world_model_file
 from rwm.world_model.upstream import load_upstream_model
 from tests.training.test_pretrain import tiny_pretrain_cfg

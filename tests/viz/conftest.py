@@ -11,7 +11,7 @@ import torch
 @pytest.fixture(scope="session")
 def pretrain_run(tmp_path_factory) -> Path:
     """A finished 2-iteration tiny Pretrain run (policy + world model, history 4). Copy it before writing into it."""
-    from rwm.training.runner import train
+    from rwm.training.train import train
     from tests.training.test_pretrain import tiny_pretrain_cfg
 
     previous = torch.get_num_threads()

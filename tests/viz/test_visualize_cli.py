@@ -71,7 +71,7 @@ def test_visualize_renders_the_imagined_robot_beside_the_real_one(run_copy, caps
 
 def test_visualize_refuses_bad_runs_in_one_line(tmp_path, capsys):
     _fails_with_one_line(capsys, ["visualize", "--run", str(tmp_path / "missing"), "--no-video"], "does not exist")
-    from rwm.training.runner import train
+    from rwm.training.train import train
     from tests.training.conftest import tiny_cfg
 
     runner, _ = train(tiny_cfg(tmp_path / "logs", num_envs=4, steps=4, iterations=1,

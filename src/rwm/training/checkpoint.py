@@ -11,7 +11,7 @@ A checkpoint is one ``model_<iter>.pt`` file holding a plain dict:
     rng_state              torch / numpy / python generators, the environment's torch generator
                            and the simulator's numpy generator, as tensors and plain values
     <extension keys>       e.g. a world model's ``system_dynamics_state_dict`` (added by runner
-                           extensions, see rwm.training.runner.RunnerExtension)
+                           extensions, see rwm.training.extension.RunnerExtension)
 
 The upstream key names are kept so that tools written for them find what they expect; what
 upstream forgot (normaliser statistics, the config, the observation layout, RNG states) is

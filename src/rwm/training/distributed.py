@@ -22,21 +22,25 @@ What happens, in order:
   resolved configuration and refuses to train if they differ.
 * :meth:`DistributedContext.rank_config`: rank ``r`` uses seed ``cfg.seed + r`` (environments,
   action noise, replay sampling, imagination) and, on CUDA, device ``cuda:LOCAL_RANK``.
-* The runner (given the context) writes nothing on ranks other than 0: no run directory,
-  config, checkpoints, metrics, TensorBoard, console output, progress bar, plots or
-  evaluations; see :class:`rwm.training.runner.Runner`.
-* :class:`DistributedSync` (added to the runner's extensions) broadcasts rank 0's training state
-  when learning starts (policy with its normalisers, optimizers, the extensions' checkpoint
-  entries such as the world model), so a new run starts from rank 0's initialisation and a
-  resumed run from rank 0's loaded checkpoint; after each rollout it merges the policy's
-  running observation statistics over all ranks' data, exactly.
+* :func:`rwm.training.train.make_runner` builds this rank's runner: it writes nothing on ranks
+  other than 0 (no run directory, config, checkpoints, metrics, TensorBoard, console output,
+  progress bar or plots; see :class:`rwm.training.runner.Runner`), its PPO is
+  :func:`distributed_algorithm`'s, and :class:`DistributedTraining` is added to its extensions.
+* :class:`DistributedTraining`, a runner extension, first has every other extension join the
+  process group (``RunnerExtension.join_process_group``): a world-model learner then averages
+  its gradients through its :class:`~rwm.world_model.trainer.WorldModelTrainer`'s
+  ``gradient_reducer`` hook, agrees with the other ranks on whether to update (every rank needs
+  training windows), fits "fitted" normalisers on all ranks' data
+  (:func:`merge_fitted_statistics`), and only rank 0 evaluates or measures in the real
+  simulator. When learning starts it broadcasts rank 0's training state (policy with its
+  normalisers, optimizers, the extensions' checkpoint entries such as the world model), so a
+  new run starts from rank 0's initialisation and a resumed run from rank 0's loaded
+  checkpoint; after each rollout it merges the policy's running observation statistics over
+  all ranks' data, exactly; and it has all ranks agree on a stop signal (Ctrl-C, SIGTERM) at
+  the end of each iteration, so all ranks finish the same iteration and rank 0 writes the
+  checkpoint.
 * :func:`distributed_algorithm` makes PPO average its gradients (one flat buffer per
-  all-reduce) and the mini-batch KL of its adaptive learning rate; the world model's
-  :class:`~rwm.world_model.trainer.WorldModelTrainer` averages its gradients through its
-  ``gradient_reducer`` hook. World-model learners agree on whether to update (every rank needs
-  training windows), fit "fitted" normalisers on all ranks' data, and only rank 0 evaluates.
-* A stop signal (Ctrl-C, SIGTERM) is agreed on at the end of each iteration, so all ranks
-  finish the same iteration and rank 0 writes the checkpoint.
+  all-reduce) and the mini-batch KL of its adaptive learning rate.
 
 For a data-set mode (no environments: every rank trains on a slice of the same data), give
 each rank :func:`shard` ``(indices, rank, world_size)`` of the data set and let its trainer's
@@ -46,7 +50,6 @@ each rank :func:`shard` ``(indices, rank, world_size)`` of the data set and let 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import math
 import os
@@ -62,10 +65,11 @@ import torch.distributed as dist
 from rwm.config import apply_overrides, config_hash
 from rwm.rl import PPO
 from rwm.rl.normalizer import EmpiricalNormalization
-from rwm.training.runner import RunnerExtension
+from rwm.training.extension import RunnerExtension
 
 __all__ = ["DEFAULT_TIMEOUT_S", "LAUNCHER_VARIABLES", "TIMEOUT_VARIABLE", "DistributedContext", "DistributedError",
-           "DistributedSync", "LaunchEnvironment", "NormalizerSync", "distributed_algorithm", "shard"]
+           "DistributedTraining", "LaunchEnvironment", "NormalizerSync", "distributed_algorithm",
+           "merge_fitted_statistics", "shard"]
 
 LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 TIMEOUT_VARIABLE = "RWM_DISTRIBUTED_TIMEOUT"
@@ -377,21 +381,6 @@ class DistributedContext:
             overrides.append(f"device={self.device}")
         return apply_overrides(cfg, overrides)
 
-    # ------------------------------------------------------------------ wiring into the runner
-    def algorithm_class(self, base: type[PPO] = PPO) -> type[PPO]:
-        """`base` (PPO or a subclass) with gradients and KL averaged across ranks."""
-        return distributed_algorithm(self, base)
-
-    def wrap_extensions(self, extensions: Sequence[RunnerExtension]) -> list[RunnerExtension]:
-        """The extensions with their world-model learners made collective, plus :class:`DistributedSync`."""
-        extensions = list(extensions)
-        for ext in extensions:
-            for learner in _learners(ext):
-                _adopt_learner(learner, self)
-            if not self.is_main:
-                _silence_real_evaluation(ext)
-        return [*extensions, DistributedSync(self)]
-
 
 # ----------------------------------------------------------------------------- PPO
 def distributed_algorithm(ctx: DistributedContext, base: type[PPO] = PPO) -> type[PPO]:
@@ -461,47 +450,9 @@ class NormalizerSync:
         self.snapshot()
 
 
-# ----------------------------------------------------------------------------- world-model learners
-def _learners(ext: Any) -> list[Any]:
-    """The world-model learners an extension drives (itself, or its ``learner``)."""
-    from rwm.training.world_model_learning import WorldModelLearning
-
-    found = [obj for obj in (ext, getattr(ext, "learner", None)) if isinstance(obj, WorldModelLearning)]
-    return list(dict.fromkeys(found))  # unique, in order
-
-
-class _CollectiveLearning:
-    """Mixed into a world-model learner's class (see :func:`_adopt_learner`).
-
-    Mirrors the preconditions of ``WorldModelLearning.update_and_evaluate``: every rank updates
-    only when every rank has training windows (otherwise the gradient all-reduces of the ranks
-    would not pair up), a "fitted" normaliser is fitted on all ranks' data, and only rank 0
-    evaluates.
-    """
-
-    _distributed: DistributedContext
-
-    def update_and_evaluate(self, log_dir, iteration: int) -> dict[str, float]:
-        ctx = self._distributed
-        window = self.cfg.history_horizon + self.cfg.forecast_horizon
-        available = self.buffer.num_valid_windows(window, env_ids=self.train_envs)
-        if not ctx.all(available > 0):
-            return {"World_Model/train_windows": float(available)}
-        if not getattr(self, "normalizer_fitted", True):
-            sample = self.buffer.sample(4096, window, self.generator, env_ids=self.train_envs)
-            self.model.fit_normalizers(sample["state"], sample["action"])
-            _merge_fitted_statistics(ctx, [self.model.state_normalizer, self.model.action_normalizer])
-            self.normalizer_fitted = True
-        return super().update_and_evaluate(log_dir, iteration)  # type: ignore[misc]
-
-    def evaluate(self, log_dir, iteration: int) -> dict[str, float]:
-        if not self._distributed.is_main:
-            return {}
-        return super().evaluate(log_dir, iteration)  # type: ignore[misc]
-
-
+# ----------------------------------------------------------------------------- world-model normalisers
 @torch.no_grad()
-def _merge_fitted_statistics(ctx: DistributedContext, norms: list[EmpiricalNormalization]) -> None:
+def merge_fitted_statistics(ctx: DistributedContext, norms: list[EmpiricalNormalization]) -> None:
     """Replace per-rank fitted statistics (equal sample counts) by those of all ranks' samples together."""
     parts = []
     for norm in norms:
@@ -516,29 +467,16 @@ def _merge_fitted_statistics(ctx: DistributedContext, norms: list[EmpiricalNorma
         norm.set_statistics(mean.to(norm.mean.dtype), std.to(norm.var.dtype), freeze=True)
 
 
-def _adopt_learner(learner: Any, ctx: DistributedContext) -> None:
-    """Make an existing learner collective: its trainer averages gradients, its updates are agreed on."""
-    learner.trainer.gradient_reducer = ctx.all_reduce_gradients
-    if not isinstance(learner, _CollectiveLearning):
-        cls = type(learner)
-        learner.__class__ = type(f"Distributed{cls.__name__}", (_CollectiveLearning, cls), {})
-    learner._distributed = ctx
-
-
-def _silence_real_evaluation(ext: Any) -> None:
-    """Finetune measures its policy in the real simulator every `real_eval_interval` iterations: rank 0's job."""
-    ft = getattr(ext, "ft", None)
-    if dataclasses.is_dataclass(ft) and hasattr(ft, "real_eval_interval"):
-        ext.ft = dataclasses.replace(ft, real_eval_interval=sys.maxsize)
-
-
 # ----------------------------------------------------------------------------- the runner extension
-class DistributedSync(RunnerExtension):
-    """Keeps the ranks' networks equal: broadcast from rank 0 at the start, merged statistics every rollout."""
+class DistributedTraining(RunnerExtension):
+    """Keeps the ranks in step: the other extensions made collective, rank 0's state broadcast at the start,
+    merged observation statistics every rollout, and one decision to stop for all ranks."""
 
-    def __init__(self, ctx: DistributedContext):
+    def __init__(self, ctx: DistributedContext, extensions: Sequence[RunnerExtension]):
         self.ctx = ctx
         self.normalizers: NormalizerSync | None = None
+        for ext in extensions:
+            ext.join_process_group(ctx)
 
     def on_learn_start(self, runner) -> None:
         broadcast_training_state(runner, self.ctx)
@@ -549,18 +487,19 @@ class DistributedSync(RunnerExtension):
             self.normalizers.sync()
         return {}
 
+    def agree_to_stop(self, stopping: bool) -> bool:
+        return self.ctx.any(stopping)
+
 
 def broadcast_training_state(runner, ctx: DistributedContext) -> None:
     """Give every rank rank 0's policy, optimizer, learning rate and extension states (checkpoint entries)."""
-    others = [ext for ext in runner.extensions if not isinstance(ext, DistributedSync)]
-    learners = [learner for ext in others for learner in _learners(ext)]
+    others = [ext for ext in runner.extensions if not isinstance(ext, DistributedTraining)]
     state = None
     if ctx.is_main:
         state = {"model_state_dict": runner.policy.state_dict(),
                  "optimizer_state_dict": runner.alg.optimizer.state_dict(),
                  "learning_rate": runner.alg.learning_rate,
-                 "extensions": [ext.state_dict() for ext in others],
-                 "normalizer_fitted": [bool(getattr(learner, "normalizer_fitted", True)) for learner in learners]}
+                 "extensions": [ext.state_dict() for ext in others]}
     state = ctx.broadcast_object(state)
     if ctx.is_main:
         return
@@ -572,9 +511,6 @@ def broadcast_training_state(runner, ctx: DistributedContext) -> None:
     for ext, entries in zip(others, state["extensions"], strict=True):
         if entries:
             ext.load_state_dict(entries)
-    for learner, fitted in zip(learners, state["normalizer_fitted"], strict=True):
-        if hasattr(learner, "normalizer_fitted"):
-            learner.normalizer_fitted = fitted
 
 
 _JOINED_A_GROUP = False  # set once this process has joined a torch.distributed process group

@@ -22,6 +22,7 @@ from torch import nn
 from rwm.rl import ActorCritic
 from rwm.tasks.anymal_d_flat import TaskCfg, stored_task_cfg
 from rwm.training.checkpoint import load_checkpoint, load_weights, obs_layout
+from rwm.training.runner import build_actor_critic
 
 __all__ = ["PolicyExport", "policy_from_checkpoint", "export_policy", "EXPORT_TOLERANCE"]
 
@@ -58,7 +59,6 @@ def policy_from_checkpoint(path: str | os.PathLike, device: str | torch.device =
     """The actor-critic stored in a checkpoint (eval mode), its task config, and the raw payload."""
     from rwm.envs.mdp.observations import POLICY_OBS_DIM
     from rwm.sim.state import NUM_JOINTS
-    from rwm.training.runner import build_actor_critic
 
     payload = load_checkpoint(path, expected_layout=obs_layout(POLICY_OBS_DIM, NUM_JOINTS), map_location=device)
     cfg = stored_task_cfg(payload["config"], path)

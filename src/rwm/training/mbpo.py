@@ -20,7 +20,8 @@ import torch
 from rwm.config import apply_overrides
 from rwm.envs.locomotion_env import LocomotionEnv
 from rwm.training.checkpoint import find_checkpoint
-from rwm.training.runner import RunnerExtension
+from rwm.training.distributed import DistributedContext
+from rwm.training.extension import RunnerExtension
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file, mixed_windows
 from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of
@@ -155,6 +156,7 @@ class ModelBasedFinetuning(RunnerExtension):
         # recorded transitions the world model also learns from (finetune.dataset)
         self.recorded_transitions = recorded_transitions
         self._real_obs = real_env.get_observations()
+        self.measures_real = True  # with several ranks, rank 0 alone measures in the real simulator
         self._epistemic = 0.0
         self._imagined_steps = 0
         self._imagined_resets = 0
@@ -162,6 +164,10 @@ class ModelBasedFinetuning(RunnerExtension):
     def on_new_run(self, runner) -> None:
         if self.policy_state is not None:
             runner.policy.load_state_dict(self.policy_state)
+
+    def join_process_group(self, ctx: DistributedContext) -> None:
+        self.learner.join_process_group(ctx)
+        self.measures_real = ctx.is_main
 
     def on_env_step(self, runner, obs, actions, rewards, dones, extras) -> None:
         # runner.env is the imagination env: collect its statistics, never its data
@@ -190,7 +196,7 @@ class ModelBasedFinetuning(RunnerExtension):
         if self.recorded_transitions:
             scalars["Real/recorded_transitions"] = float(self.recorded_transitions)
         scalars.update(self.learner.update_and_evaluate(runner.log_dir, iteration))
-        if (iteration + 1) % self.ft.real_eval_interval == 0:
+        if self.measures_real and (iteration + 1) % self.ft.real_eval_interval == 0:
             from rwm.training.evaluation import evaluate_policy
 
             metrics = evaluate_policy(self.cfg, runner.get_inference_policy(), num_envs=self.ft.real_eval_num_envs,

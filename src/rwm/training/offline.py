@@ -18,8 +18,8 @@ Pretrain's, so `rwm play`, `rwm evaluate`, `rwm visualize` and Finetune (`--load
 Multi-process training (`rwm train --distributed`): the runner's process group already exists
 when the mode is built, so each rank reads its rank and world size from `torch.distributed` and
 trains the world model on its `shard()` of the training episodes; the learner's trainer gets the
-gradient all-reduce from `DistributedContext.wrap_extensions` (it is found as `extension.learner`),
-and every rank takes the same number of updates, so the all-reduces pair up.
+gradient all-reduce when the extension joins the process group (`join_process_group`), and every
+rank takes the same number of updates, so the all-reduces pair up.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import torch
 
 from rwm.data.format import BUFFER_NAMES, REQUIRED_COLUMNS
 from rwm.envs.locomotion_env import LocomotionEnv
-from rwm.training.runner import RunnerExtension
+from rwm.training.distributed import DistributedContext, shard
+from rwm.training.extension import RunnerExtension
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file
 from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of
@@ -181,8 +182,6 @@ def build_offline(cfg, device: torch.device):
         clone_data = (best_episode_pairs(reader, train_eps, off.behavior_cloning_top_share)
                       if clone_updates > 0 else None)
         if world_size > 1:
-            from rwm.training.distributed import shard
-
             train_eps = shard(train_eps, rank, world_size)
             if len(train_eps) == 0:
                 raise ValueError(f"rank {rank} of {world_size}: the dataset's {reader.num_episodes} episodes leave "
@@ -223,7 +222,7 @@ class OfflineLearning(RunnerExtension):
                  dataset_info: dict[str, Any] | None = None):
         self.cfg = cfg
         self.off = cfg.offline
-        self.learner = learner  # found by DistributedContext.wrap_extensions: its trainer averages gradients
+        self.learner = learner
         self.val_buffer = val_buffer
         self.fit_updates = int(fit_updates)
         self.dataset_info = dict(dataset_info or {})
@@ -421,6 +420,9 @@ class OfflineLearning(RunnerExtension):
             model._state_ctx, model._aux_ctx, model._batch_size = context
             scalars.update({f"World_Model/loss_{k}": float(v) for k, v in losses.items()})
         return scalars
+
+    def join_process_group(self, ctx: DistributedContext) -> None:
+        self.learner.join_process_group(ctx)  # its trainer averages the gradients of every rank's shard
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.learner.state_dict(), "offline_world_model_updates": self.learner.num_updates}

@@ -1,5 +1,9 @@
 """The training runner: ONE on-policy loop; what a task mode adds is configuration and extensions.
 
+The loop knows modes only through :class:`rwm.training.extension.RunnerExtension`; which
+extensions and environment a mode brings is decided above it, in :mod:`rwm.training.modes`, and
+:func:`rwm.training.train.train` creates (or resumes) a run and runs it.
+
 One iteration is
 
     collect      num_steps_per_env steps of every environment with the current policy
@@ -13,7 +17,7 @@ One iteration is
 A run lives in ``<log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run_name>]/`` with its
 resolved ``config.yaml``, ``model_<iter>.pt`` checkpoints (see :mod:`rwm.training.checkpoint`),
 TensorBoard event files and ``metrics.jsonl``. ``runner.max_iterations`` is the run's TOTAL
-iteration count: a resumed run (:func:`train` with ``resume_from``) continues its counter up to
+iteration count: a resumed run (``train`` with ``resume_from``) continues its counter up to
 it, in the same directory, with the optimizer and random-generator states of the checkpoint.
 Resuming a checkpoint older than the run's latest is refused (it would overwrite newer ones).
 The environments themselves are rebuilt, not restored (their physical state is not part of a
@@ -28,16 +32,16 @@ so the last checkpoint on disk is the last good one.
 
 Multi-process training (``train(..., distributed=True)``, ``rwm train --distributed`` under
 torchrun, see :mod:`rwm.training.distributed`) runs this same loop on every rank; only rank 0
-writes (run directory, checkpoints, config, metrics, TensorBoard, console, plots) and
-evaluates, and a stop signal is agreed on by all ranks at the end of an iteration.
+(``rank``) writes (run directory, checkpoints, config, metrics, TensorBoard, console, plots),
+the extension that distributed training adds evaluates on rank 0 only and has all ranks agree
+on a stop signal at the end of an iteration, and with several ranks a rollout is always
+completed, so that every rank runs the same iterations.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
-import json
-import os
 import random
 import signal
 import statistics
@@ -49,17 +53,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from rwm.config import ConfigError, apply_overrides, save_yaml, to_dict
+from rwm.config import ConfigError, save_yaml, to_dict
 from rwm.device import resolve_device
 from rwm.errors import describe_os_error, os_error_fact
-from rwm.io import remove_temporaries
 from rwm.rl import PPO, ActorCritic
-from rwm.tasks.anymal_d_flat import TaskCfg, split_scale, stored_task_cfg, with_scale
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
-    checkpoint_iteration,
-    find_checkpoint,
     list_checkpoints,
     load_checkpoint,
     load_weights,
@@ -67,53 +68,14 @@ from rwm.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from rwm.training.extension import RunnerExtension
 from rwm.training.logger import RunLogger
 
-__all__ = ["Runner", "RunnerExtension", "TrainingError", "build_actor_critic", "build_algorithm", "create_run_dir",
-           "resolve_device", "seed_everything", "resolve_train_config", "train"]
+__all__ = ["Runner", "TrainingError", "build_actor_critic", "build_algorithm", "create_run_dir", "seed_everything"]
 
 
 class TrainingError(ValueError):
     """Training cannot go on (e.g. a non-finite loss); the message names the iteration."""
-
-
-class RunnerExtension:
-    """What a task mode adds to the one loop, without copying it. Every method is optional.
-
-    Pretrain adds a world-model learner (``on_env_step`` fills its replay buffer from the real
-    transitions, ``after_update`` trains it); Finetune adds imagination rollouts
-    (``after_collection``). ``state_dict`` returns the extension's top-level checkpoint entries,
-    named by the extension (upstream names, e.g. ``"system_dynamics_state_dict"``).
-    """
-
-    def on_new_run(self, runner: "Runner") -> None:
-        """Called once when a run starts from scratch (not on resume), e.g. to load a starting policy."""
-
-    def on_learn_start(self, runner: "Runner") -> None:
-        """Called once per :meth:`Runner.learn`, after the environments were prepared."""
-
-    def on_env_step(self, runner: "Runner", obs: dict[str, torch.Tensor], actions: torch.Tensor,
-                    rewards: torch.Tensor, dones: torch.Tensor, extras: dict) -> None:
-        """Called after every environment step of a rollout (inside ``torch.inference_mode``)."""
-
-    def after_collection(self, runner: "Runner", iteration: int) -> dict[str, float]:
-        """Called once the rollout and its returns are complete; returns scalars to log."""
-        return {}
-
-    def after_update(self, runner: "Runner", iteration: int) -> dict[str, float]:
-        """Called after the PPO update of iteration `iteration` (0-based); returns scalars to log."""
-        return {}
-
-    def updates_policy(self, iteration: int) -> bool:
-        """False to skip the PPO update of `iteration` (e.g. warm-up iterations that train only a world model)."""
-        return True
-
-    def state_dict(self) -> dict[str, Any]:
-        """Top-level checkpoint entries this extension adds (names must not clash with the runner's)."""
-        return {}
-
-    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        """Restore from a whole checkpoint (the entries :meth:`state_dict` wrote, where present)."""
 
 
 # ----------------------------------------------------------------------------- builders
@@ -191,20 +153,20 @@ class Runner:
         env: The environment; built from ``cfg`` with :func:`rwm.tasks.make_env` when None.
         log_dir: The run directory; None trains without writing anything (no checkpoints).
         extensions: Mode-specific hooks, see :class:`RunnerExtension`.
-        algorithm_class: The PPO class to use (a subclass may, e.g., mix imagined data into the update).
-        distributed: A :class:`rwm.training.distributed.DistributedContext` for multi-process training
-            (`cfg` is then this rank's, see ``DistributedContext.rank_config``): gradients and KL are
-            averaged across ranks, rank 0's state is broadcast when learning starts, and ranks other
-            than 0 get no run directory (whatever `log_dir` says) and print nothing.
+        algorithm_class: The PPO class to use (multi-process training averages its gradients).
+        rank, world_size: This process's place in multi-process training (see
+            :func:`rwm.training.train.make_runner`, which also adds the extension that keeps the
+            ranks in step): ranks other than 0 get no run directory (whatever `log_dir` says) and
+            print nothing, and environment steps are counted over all ranks.
     """
 
     def __init__(self, cfg: TaskCfg, env: Any = None, log_dir: str | Path | None = None,
                  extensions: Sequence[RunnerExtension] = (), algorithm_class: type[PPO] = PPO,
-                 distributed: Any = None):
+                 rank: int = 0, world_size: int = 1):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.distributed = distributed
-        self.is_main_process = distributed is None or distributed.is_main
+        self.world_size = world_size
+        self.is_main_process = rank == 0
         seed_everything(cfg.seed)
         if env is None:
             from rwm.tasks import make_env
@@ -214,9 +176,6 @@ class Runner:
         # rank-0-only writing: every file a run writes goes under log_dir, or is gated on it
         self.log_dir = Path(log_dir) if log_dir is not None and self.is_main_process else None
         self.extensions = list(extensions)
-        if distributed is not None:
-            algorithm_class = distributed.algorithm_class(algorithm_class)
-            self.extensions = distributed.wrap_extensions(self.extensions)
 
         obs = env.get_observations()["policy"]
         self.num_obs = int(obs.shape[-1])
@@ -363,8 +322,7 @@ class Runner:
                     t2 = time.perf_counter()
 
                     self.current_iteration = it + 1
-                    ranks = self.distributed.world_size if self.distributed is not None else 1
-                    steps = self.num_envs * rc.num_steps_per_env * ranks  # environment steps of all ranks
+                    steps = self.num_envs * rc.num_steps_per_env * self.world_size  # environment steps of all ranks
                     self.total_env_steps += steps
                     self.total_time_s += t2 - t0
                     collection_times.append(t1 - t0)
@@ -378,8 +336,8 @@ class Runner:
                     if self.log_dir is not None and (it + 1) % rc.save_interval == 0:
                         self.save(reason="interval")
                     stopping = stop.signal_name is not None
-                    if self.distributed is not None:  # all ranks stop after the same iteration
-                        stopping = self.distributed.any(stopping)
+                    for ext in self.extensions:  # several ranks stop after the same iteration
+                        stopping = ext.agree_to_stop(stopping)
                     if stopping:
                         self.stopped_by = stop.signal_name or "a signal to another rank"
                         break
@@ -423,7 +381,7 @@ class Runner:
                 self._track_episodes(rewards, dones)
                 if extras.get("log"):
                     ep_infos.append(extras["log"])
-                if stop.signal_name is not None and self.distributed is None:
+                if stop.signal_name is not None and self.world_size == 1:
                     self.alg.storage.clear()  # a partial rollout is not learned from
                     return obs, True, {}, ep_infos
             self.alg.compute_returns(obs)
@@ -465,138 +423,3 @@ class Runner:
         kept = f"the last good checkpoint is '{saved[-1]}'" if saved else "no checkpoint had been saved yet"
         reason = str(error).strip().rstrip(".") or type(error).__name__
         return TrainingError(f"training stopped at iteration {it + 1}: {reason}; {kept}.")
-
-
-# ----------------------------------------------------------------------------- entry points
-def resolve_train_config(task_id: str | None = None, overrides: Sequence[str] = (), *, num_envs: int | None = None,
-                         max_iterations: int | None = None, seed: int | None = None, device: str | None = None,
-                         run_name: str | None = None, resume: str | Path | None = None
-                         ) -> tuple[TaskCfg, Path | None]:
-    """The configuration of a training run and, when resuming, the checkpoint to continue from.
-
-    A new run: the task's defaults, then ``scale=...`` (if among the overrides), then the
-    explicit arguments, then the remaining ``KEY=VALUE`` overrides. A resumed run starts from
-    the configuration stored in its checkpoint instead (the task id must match if given).
-    """
-    from rwm.tasks import make_task_cfg
-
-    scale, rest = split_scale(list(overrides))
-    checkpoint = None
-    if resume is not None:
-        checkpoint = find_checkpoint(resume)
-        payload = load_checkpoint(checkpoint)
-        cfg = stored_task_cfg(payload["config"], checkpoint)
-        if task_id is not None and task_id != cfg.task_id:
-            raise ValueError(f"--task {task_id} differs from the task of the run being resumed ({cfg.task_id}).")
-        if scale is not None and scale != cfg.scale:
-            raise ValueError(f"scale={scale} differs from the scale of the run being resumed ({cfg.scale}).")
-    else:
-        cfg = make_task_cfg(task_id or "Velocity-Flat-Anymal-D-Init-v0")
-        if scale is not None:
-            cfg = with_scale(cfg, scale)
-    explicit = []
-    if num_envs is not None:
-        explicit.append(f"num_envs={num_envs}")
-    if max_iterations is not None:
-        explicit.append(f"runner.max_iterations={max_iterations}")
-    if seed is not None:
-        explicit.append(f"seed={seed}")
-    if device is not None:
-        explicit.append(f"device={device}")
-    if run_name is not None:
-        explicit.append(f"runner.run_name={run_name}")
-    cfg = apply_overrides(cfg, explicit + rest)
-    resolve_device(cfg.device)
-    return cfg, checkpoint
-
-
-def _remove_temporaries(log_dir: Path) -> None:
-    """Delete what interrupted writes of earlier sessions left in the run directory, and say so."""
-    removed = remove_temporaries(log_dir)
-    if removed:
-        print(f"[rwm] removed {len(removed)} temporary file(s) of interrupted writes from {log_dir}", flush=True)
-
-
-def _drop_metrics_after(path: Path, iteration: int) -> None:
-    """Forget metrics.jsonl rows of iterations after `iteration` (a run killed after its last checkpoint
-    logged iterations that the resumed run will now redo)."""
-    if not path.exists():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            keep = int(json.loads(line).get("iteration", 0)) <= iteration
-        except (ValueError, AttributeError):
-            keep = False  # a line cut short by a crash
-        if keep:
-            kept.append(line)
-    if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
-
-
-def train(cfg: TaskCfg, resume_from: str | Path | None = None, extensions: Sequence[RunnerExtension] = (),
-          env: Any = None, distributed: Any = False) -> tuple[Runner, dict[str, Any]]:
-    """Create (or continue, writing into the same directory) a run and train it; returns (runner, summary).
-
-    Without explicit `env` and `extensions`, the task mode decides them (Pretrain: world-model
-    learning in the real simulator; Finetune: imagination, fed by a few real environments).
-
-    `distributed=True` trains as one rank of a torchrun launch: it joins the process group the
-    launcher's environment variables describe, checks that all ranks resolved the same `cfg`,
-    trains with this rank's seed (``cfg.seed + rank``) and leaves the group at the end; a
-    :class:`rwm.training.distributed.DistributedContext` instead uses (and keeps) that group.
-    Only rank 0 creates or writes the run directory.
-    """
-    if distributed is False or distributed is None:
-        return _train(cfg, resume_from, extensions, env, None)
-    from rwm.training.distributed import DistributedContext
-
-    if isinstance(distributed, DistributedContext):
-        distributed.check_same_config(cfg)
-        return _train(distributed.rank_config(cfg), resume_from, extensions, env, distributed)
-    with DistributedContext.from_environment(cfg.device) as ctx:
-        ctx.check_same_config(cfg)
-        return _train(ctx.rank_config(cfg), resume_from, extensions, env, ctx)
-
-
-def _train(cfg: TaskCfg, resume_from: str | Path | None, extensions: Sequence[RunnerExtension], env: Any,
-           distributed: Any) -> tuple[Runner, dict[str, Any]]:
-    main = distributed is None or distributed.is_main
-    device = resolve_device(cfg.device)
-    if env is None and not extensions:
-        from rwm.training.modes import build_mode
-
-        seed_everything(cfg.seed)  # the mode builds networks (Offline: the world model) before the Runner seeds
-        cfg, env, extensions = build_mode(cfg, device)
-    if resume_from is not None:
-        checkpoint = find_checkpoint(resume_from)
-        log_dir = checkpoint.parent
-        payload = load_checkpoint(checkpoint)  # fail before building anything
-        if main:
-            _remove_temporaries(log_dir)
-        if payload["iter"] >= cfg.runner.max_iterations:
-            raise ValueError(f"the run in '{log_dir}' has already completed {payload['iter']} iterations and "
-                             f"runner.max_iterations is {cfg.runner.max_iterations}; raise it (--max-iterations) "
-                             "to train further.")
-        later = [p.name for p in list_checkpoints(log_dir) if checkpoint_iteration(p) > payload["iter"]]
-        if later:
-            raise ValueError(f"'{checkpoint.name}' is not the latest checkpoint of '{log_dir}' ({later[-1]} is "
-                             "newer) and resuming it would overwrite later checkpoints; resume the run directory, "
-                             "or copy the checkpoint into a directory of its own first.")
-        runner = Runner(cfg, env=env, log_dir=log_dir if main else None, extensions=extensions,
-                        distributed=distributed)
-        # every rank loads the checkpoint (rank 0's state is broadcast when learning starts); the
-        # others keep their own random streams (seed + rank) instead of rank 0's
-        runner.load(checkpoint, load_rng=main)
-        if main:
-            _drop_metrics_after(log_dir / "metrics.jsonl", runner.current_iteration)
-    else:
-        runner = Runner(cfg, env=env, log_dir=create_run_dir(cfg) if main else None, extensions=extensions,
-                        distributed=distributed)
-        for ext in runner.extensions:
-            ext.on_new_run(runner)
-    summary = runner.learn()
-    return runner, summary

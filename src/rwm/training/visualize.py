@@ -118,8 +118,8 @@ def compare(cfg, policy, model, *, seconds: float, warmup_seconds: float, video_
     from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator
     from rwm.sim.state import to_system_vectors
     from rwm.tasks import make_env
-    from rwm.training.world_model_learning import TransitionRecorder
     from rwm.world_model import ReplayBuffer
+    from rwm.world_model.recorder import TransitionRecorder
 
     env = make_env(cfg)
     sim = env.sim

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 
 from rwm.config import from_dict
-from rwm.training.checkpoint import load_torch_file, load_weights
-from rwm.training.runner import RunnerExtension
+from rwm.torch_files import load_torch_file
+from rwm.training.checkpoint import load_weights
+from rwm.training.distributed import DistributedContext, merge_fitted_statistics
+from rwm.training.extension import RunnerExtension
 from rwm.world_model import ReplayBuffer, SystemDynamics, WorldModelCfg, WorldModelTrainer
 from rwm.world_model.evaluation import autoregressive_rollout, evaluate_world_model
-
-SYSTEM_GROUPS = ("system_state", "system_contact", "system_termination")
-
+from rwm.world_model.recorder import TransitionRecorder
 
 def mixed_windows(n: int, share: float, draw: Callable[[int], dict[str, torch.Tensor]],
                   draw_recorded: Callable[[int], dict[str, torch.Tensor]] | None) -> dict[str, torch.Tensor]:
@@ -59,36 +59,6 @@ def load_world_model_file(path: str | Path, device: torch.device | str = "cpu") 
     return load_world_model(checkpoint, device)
 
 
-class TransitionRecorder:
-    """Feeds a ReplayBuffer from an environment loop: state k with the action taken FROM it
-    (spec defect 7), and, when episodes end, the states they ended in (defect 11)."""
-
-    def __init__(self, buffer: ReplayBuffer):
-        self.buffer = buffer
-        self._previous: dict[str, torch.Tensor] | None = None
-
-    def start(self, obs: dict[str, torch.Tensor]) -> None:
-        """Begin (or restart) recording at observations `obs`; earlier data is not continued."""
-        self._previous = {name: obs[name].clone() for name in SYSTEM_GROUPS}
-        self.buffer.start_new_episodes()
-
-    def record(self, actions: torch.Tensor, next_obs: dict[str, torch.Tensor], extras: dict) -> None:
-        """One environment step: `actions` were taken from the previous observations, giving `next_obs`.
-
-        The environment's `extras["actions"]`, the actions it applied (clipped with env.clip_actions),
-        are recorded when present, so the data pairs each state with what the robot really received.
-        """
-        previous = self._previous
-        actions = extras.get("actions", actions)
-        self.buffer.add(previous["system_state"], actions, previous["system_contact"],
-                        previous["system_termination"])
-        terminal = extras.get("terminal")
-        if terminal is not None:
-            self.buffer.add_terminal(terminal["ids"], terminal["system_state"], terminal["system_contact"],
-                                     terminal["system_termination"])
-        self._previous = {name: next_obs[name].clone() for name in SYSTEM_GROUPS}
-
-
 class WorldModelLearning(RunnerExtension):
     """Replay buffer + world-model updates + periodic evaluation, hooked into the runner (Pretrain).
 
@@ -121,6 +91,7 @@ class WorldModelLearning(RunnerExtension):
         # mini-batch, all of it while the buffer holds no full window yet.
         self.recorded: ReplayBuffer | None = None
         self.recorded_share = 0.0
+        self.ranks: DistributedContext | None = None  # multi-process training (join_process_group)
 
     # ------------------------------------------------------------------ runner hooks
     def on_learn_start(self, runner) -> None:
@@ -133,11 +104,20 @@ class WorldModelLearning(RunnerExtension):
     def after_update(self, runner, iteration: int) -> dict[str, float]:
         return self.update_and_evaluate(runner.log_dir, iteration)
 
+    def join_process_group(self, ctx: DistributedContext) -> None:
+        self.ranks = ctx
+        self.trainer.gradient_reducer = ctx.all_reduce_gradients
+
     def update_and_evaluate(self, log_dir: Path | None, iteration: int) -> dict[str, float]:
         """One iteration's world-model updates and, every `eval_interval` iterations, its evaluation."""
         window = self.cfg.history_horizon + self.cfg.forecast_horizon
         available = self.buffer.num_valid_windows(window, env_ids=self.train_envs)
         scalars = {"World_Model/train_windows": float(available)}
+        if self.ranks is not None:
+            # every rank updates (and fits its normaliser) or none does: their all-reduces must pair up
+            if not self.ranks.all(available > 0):
+                return scalars
+            self.normalizer_fitted = not self.ranks.any(not self.normalizer_fitted)
         share = self.recorded_share if self.recorded is not None else 0.0
         if available == 0:  # too little data yet: never train on padded windows (defect 8)
             if self.recorded is None:
@@ -154,6 +134,8 @@ class WorldModelLearning(RunnerExtension):
         if not self.normalizer_fitted:
             sample = windows(4096)
             self.model.fit_normalizers(sample["state"], sample["action"])
+            if self.ranks is not None:  # the statistics of all ranks' samples
+                merge_fitted_statistics(self.ranks, [self.model.state_normalizer, self.model.action_normalizer])
             self.normalizer_fitted = True
         losses = self.trainer.update(lambda: windows(self.cfg.mini_batch_size))
         self.num_updates += self.cfg.num_mini_batches
@@ -176,7 +158,11 @@ class WorldModelLearning(RunnerExtension):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, log_dir: Path | None, iteration: int) -> dict[str, float]:
-        """Autoregressive error on held-out windows; plots into <run>/plots/ when there is a run directory."""
+        """Autoregressive error on held-out windows; plots into <run>/plots/ when there is a run directory.
+
+        With several ranks, rank 0 evaluates and the others return nothing."""
+        if self.ranks is not None and not self.ranks.is_main:
+            return {}
         length = self.learning.eval_length
         env_ids = self.holdout_envs if len(self.holdout_envs) else None
         if self.buffer.num_valid_windows(length, env_ids=env_ids) == 0:
