@@ -1,9 +1,8 @@
 """The velocity-tracking task, written once against `RobotState` (design: "the world model is a simulator").
 
-`LocomotionEnv(cfg, simulator)` runs on any simulator with this small interface:
-`num_envs`, `device`, `step_dt`, `state` (RobotState), `soft_joint_pos_limits` ((2, 12), relative
-to the default pose), `uncertainty` (None, or a (N,) tensor of epistemic uncertainty),
-`reset(ids) -> RobotState`, `step(actions) -> RobotState`. Its API follows rsl_rl's VecEnv:
+`LocomotionEnv(cfg, simulator)` runs on any `rwm.sim.simulator.Simulator` (`num_envs`, `device`,
+`step_dt`, `state`, `soft_joint_pos_limits`, `uncertainty`, `reset(ids)`, `step(actions)`): the
+MuJoCo simulator or the world model's imagination. Its API follows rsl_rl's VecEnv:
 `get_observations()`, `step(actions) -> (obs, rewards, dones, extras)` with
 `extras["time_outs"]` for bootstrapping and per-episode statistics in `extras["log"]`.
 
@@ -24,6 +23,7 @@ from rwm.config import check
 from rwm.envs.mdp.commands import CommandCfg, VelocityCommand
 from rwm.envs.mdp.observations import ObservationNoiseCfg, observation_groups
 from rwm.envs.mdp.rewards import FLAT_REWARD_WEIGHTS, REWARD_TERMS, RewardContext
+from rwm.sim.simulator import Simulator
 from rwm.sim.state import NUM_JOINTS, check_actions, to_system_vectors
 
 
@@ -60,7 +60,7 @@ class LocomotionEnvCfg:
 class LocomotionEnv:
     """Velocity tracking for ANYmal D on any `RobotState` simulator; all tensors on the simulator's device."""
 
-    def __init__(self, cfg: LocomotionEnvCfg, simulator, seed: int = 0):
+    def __init__(self, cfg: LocomotionEnvCfg, simulator: Simulator, seed: int = 0):
         self.cfg = cfg
         self.sim = simulator
         self.num_envs = simulator.num_envs

@@ -1,7 +1,7 @@
 """The learned simulator: the world model driven like MuJoCo, so the same task runs on it (design.md).
 
-`ImaginationSimulator` has the interface of `MujocoSimulator` (`num_envs`, `device`, `step_dt`,
-`state`, `soft_joint_pos_limits`, `uncertainty`, `reset(ids)`, `step(actions)`), so
+`ImaginationSimulator` is a `rwm.sim.simulator.Simulator` like `MujocoSimulator` (`num_envs`, `device`,
+`step_dt`, `state`, `soft_joint_pos_limits`, `uncertainty`, `reset(ids)`, `step(actions)`), so
 `LocomotionEnv` computes commands, observations, rewards, terminations and episodes on imagined
 states with exactly the code it uses on real ones. Upstream wrote that code a second time for
 imagination and it drifted (spec §14, defects 6, 20-22); here it cannot.

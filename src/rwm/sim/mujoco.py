@@ -197,7 +197,7 @@ class MujocoSimulator:
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.step_dt = cfg.step_dt
-        self.uncertainty = None  # the real simulator is certain; a learned one reports it here
+        self.uncertainty: torch.Tensor | None = None  # the real simulator is certain; a learned one reports it here
         self.rng = np.random.default_rng(seed)
         self.model = load_model(cfg)
         self.batch = mj_batch.Batch(self.model, num_envs, nthread=cfg.num_threads)
