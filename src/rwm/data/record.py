@@ -29,6 +29,7 @@ import torch
 from rwm.data.format import COMMAND_DIM, POLICY_OBS_DIM
 from rwm.data.writer import DatasetWriter, refuse_existing
 from rwm.sim.state import ACTION_DIM, CONTACT_DIM, STATE_DIM, TERMINATION_DIM
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.world_model.recorder import TransitionRecorder
 
 COMMAND_SLICE = slice(9, 12)  # velocity command inside the policy observation (spec §2.1)
@@ -167,8 +168,8 @@ class DatasetRecorder(TransitionRecorder):
 
 
 @torch.inference_mode()
-def record_dataset(cfg, policy: Callable[[torch.Tensor], torch.Tensor], out: str | os.PathLike, *, steps: int,
-                   source: dict[str, Any], overwrite: bool = False, progress: bool = True,
+def record_dataset(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor], out: str | os.PathLike, *,
+                   steps: int, source: dict[str, Any], overwrite: bool = False, progress: bool = True,
                    metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `policy` (policy obs (N, 48) -> actions (N, 12)) in `cfg.num_envs` fresh real environments
     until `steps` transitions (in total) are recorded, into the dataset file `out`.

@@ -65,6 +65,7 @@ import torch.distributed as dist
 from rwm.config import apply_overrides, config_hash
 from rwm.rl import PPO
 from rwm.rl.normalizer import EmpiricalNormalization
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.extension import RunnerExtension
 
 __all__ = ["DEFAULT_TIMEOUT_S", "LAUNCHER_VARIABLES", "TIMEOUT_VARIABLE", "DistributedContext", "DistributedError",
@@ -359,7 +360,7 @@ class DistributedContext:
         return out
 
     # ------------------------------------------------------------------ configuration
-    def check_same_config(self, cfg: Any) -> str:
+    def check_same_config(self, cfg: TaskCfg) -> str:
         """Refuse to train unless every rank resolved the same configuration; returns its hash."""
         mine = config_hash(cfg)
         hashes = self.all_gather_object(mine)
@@ -374,7 +375,7 @@ class DistributedContext:
                 f"{described}); start every rank with the same flags, overrides and --resume checkpoint.")
         return mine
 
-    def rank_config(self, cfg: Any) -> Any:
+    def rank_config(self, cfg: TaskCfg) -> TaskCfg:
         """This rank's copy of `cfg`: seed ``cfg.seed + rank`` and, on CUDA, device ``cuda:LOCAL_RANK``."""
         overrides = [f"seed={cfg.seed + self.rank}"]
         if self.device.type == "cuda":

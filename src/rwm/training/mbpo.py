@@ -19,6 +19,7 @@ import torch
 
 from rwm.config import apply_overrides
 from rwm.envs.locomotion_env import LocomotionEnv
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.checkpoint import find_checkpoint
 from rwm.training.distributed import DistributedContext
 from rwm.training.extension import RunnerExtension
@@ -27,7 +28,7 @@ from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of
 
 
-def world_model_source(cfg) -> Path:
+def world_model_source(cfg: TaskCfg) -> Path:
     """The checkpoint to take the world model from: `finetune.world_model_checkpoint`, else `load_run`'s latest."""
     ft = cfg.finetune
     if ft.world_model_checkpoint:
@@ -63,7 +64,8 @@ def recorded_buffer(path: str, history: int, step_dt: float, device: torch.devic
     return buffer, transitions
 
 
-def build_finetune(cfg, device: torch.device):
+def build_finetune(cfg: TaskCfg, device: torch.device
+                   ) -> tuple[TaskCfg, LocomotionEnv, list[ModelBasedFinetuning]]:
     """(cfg with the loaded model's architecture, imagination env, [ModelBasedFinetuning]) for a Finetune run."""
     from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy
     from rwm.sim.imagination import ImaginationSimulator
@@ -140,7 +142,8 @@ def build_finetune(cfg, device: torch.device):
 class ModelBasedFinetuning(RunnerExtension):
     """Real data, world-model updates, imagination statistics and real-simulator evaluation for Finetune."""
 
-    def __init__(self, cfg, learner: WorldModelLearning, real_env, policy_state: dict | None = None,
+    def __init__(self, cfg: TaskCfg, learner: WorldModelLearning, real_env: LocomotionEnv,
+                 policy_state: dict | None = None,
                  recorded_transitions: int = 0):
         self.cfg = cfg
         self.ft = cfg.finetune

@@ -36,6 +36,7 @@ import torch
 
 from rwm.data.format import BUFFER_NAMES, REQUIRED_COLUMNS
 from rwm.envs.locomotion_env import LocomotionEnv
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.distributed import DistributedContext, shard
 from rwm.training.extension import RunnerExtension
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file
@@ -142,7 +143,7 @@ def clone_policy(policy, clone_data: tuple[torch.Tensor, torch.Tensor, int], upd
     return clone_behavior(policy, observations, actions, updates=updates, generator=generator)
 
 
-def build_offline(cfg, device: torch.device):
+def build_offline(cfg: TaskCfg, device: torch.device) -> tuple[TaskCfg, LocomotionEnv, list[OfflineLearning]]:
     """(cfg, imagination env, [OfflineLearning]) for an Offline run; never constructs a simulator."""
     from rwm.data import DatasetReader
     from rwm.sim.imagination import ImaginationSimulator
@@ -217,7 +218,8 @@ def build_offline(cfg, device: torch.device):
 class OfflineLearning(RunnerExtension):
     """Initial world-model fit, validation numbers, imagination statistics and optional updates (Offline)."""
 
-    def __init__(self, cfg, learner: WorldModelLearning, val_buffer: ReplayBuffer | None, *, fit_updates: int,
+    def __init__(self, cfg: TaskCfg, learner: WorldModelLearning, val_buffer: ReplayBuffer | None, *,
+                 fit_updates: int,
                  clone_data: tuple[torch.Tensor, torch.Tensor, int] | None = None, clone_updates: int = 0,
                  dataset_info: dict[str, Any] | None = None):
         self.cfg = cfg

@@ -21,6 +21,7 @@ from rwm.data.merge import merge_datasets
 from rwm.data.record import record_dataset
 from rwm.data.writer import refuse_existing
 from rwm.envs.scripted_policies import RandomPolicy
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.checkpoint import checkpoint_iteration, list_checkpoints
 from rwm.training.export import policy_from_checkpoint
 
@@ -64,7 +65,7 @@ def mixed_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
             for fraction, _ in MIXED_SOURCES if fraction is not None]
 
 
-def record_mixed_dataset(cfg, run_dir: str | os.PathLike, out: str | os.PathLike, *, steps: int,
+def record_mixed_dataset(cfg: TaskCfg, run_dir: str | os.PathLike, out: str | os.PathLike, *, steps: int,
                          stochastic: bool = False, overwrite: bool = False,
                          progress: bool = True) -> dict[str, Any]:
     """Record `steps` transitions of RWM-U's mixed dataset from `run_dir` into `out` (see `MIXED_SOURCES`).

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from rwm.config import apply_overrides
 from rwm.io import save_json
 from rwm.sim.state import ACTION_DIM, CONTACT_DIM, STATE_DIM, TERMINATION_DIM
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.world_model.evaluation import ERROR_GROUPS, relative_l1
 
 VISUALIZE_TASK = "Velocity-Flat-Anymal-D-Visualize-v0"
@@ -63,7 +64,7 @@ def system_states_reached(obs: dict[str, torch.Tensor], extras: dict) -> dict[st
 
 
 # ----------------------------------------------------------------------------- configuration
-def comparison_cfg(run_cfg, num_envs: int, seed: int, device: str, episode_length_s: float):
+def comparison_cfg(run_cfg: TaskCfg, num_envs: int, seed: int, device: str, episode_length_s: float):
     """The run's robot and task under the Visualize task's conditions (noise, pushes, command timing).
 
     The simulator and task sections come from the run (what the policy was trained on); the
@@ -106,7 +107,7 @@ def start_windows(buffer, current: dict[str, torch.Tensor], length: int) -> dict
 
 # ----------------------------------------------------------------------------- the comparison
 @torch.inference_mode()
-def compare(cfg, policy, model, *, seconds: float, warmup_seconds: float, video_envs: int = 0,
+def compare(cfg: TaskCfg, policy, model, *, seconds: float, warmup_seconds: float, video_envs: int = 0,
             video_fps: int = 25, video_size: tuple[int, int] = (480, 360), progress: bool = False) -> dict[str, Any]:
     """Run the real simulator and the world model side by side; see the module docstring.
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from rwm.config import from_dict
+from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.torch_files import load_torch_file
 from rwm.training.checkpoint import load_weights
 from rwm.training.distributed import DistributedContext, merge_fitted_statistics
@@ -66,7 +67,7 @@ class WorldModelLearning(RunnerExtension):
     feeds it from a few real environments of its own), `model` a world model to continue from.
     """
 
-    def __init__(self, cfg, device: torch.device | str, num_envs: int | None = None,
+    def __init__(self, cfg: TaskCfg, device: torch.device | str, num_envs: int | None = None,
                  model: SystemDynamics | None = None):
         if cfg.world_model is None or cfg.world_model_learning is None:
             raise ValueError(f"mode '{cfg.mode}' needs the 'world_model' and 'world_model_learning' config sections.")
@@ -194,7 +195,7 @@ class WorldModelLearning(RunnerExtension):
 
 
 @torch.inference_mode()
-def collect_replay(cfg, policy, *, num_envs: int, steps: int, seed: int, capacity: int | None = None,
+def collect_replay(cfg: TaskCfg, policy, *, num_envs: int, steps: int, seed: int, capacity: int | None = None,
                    progress: bool = False) -> ReplayBuffer:
     """Run `policy` in fresh real-simulator environments (the task's training conditions) into a ReplayBuffer.
 
