@@ -11,8 +11,8 @@ and number of updates are trained on the rest:
     mlp     MLP base on the flattened 32-step history, N = 8
 
 and evaluated on held-out windows of 32 + 368 steps at input-noise scales 0 and 0.4 (relative
-L1 error in normalised space, spec §7). The paper's ordering is gru_ar lowest. Prints one JSON
-object as the last line ({"error_368": {model: {"0": ..., "0.4": ...}}, ...}); `--quick` is a
+L1 error in normalised space, docs/architecture.md#world-model-evaluation). The paper's ordering
+is gru_ar lowest. Prints one JSON object as the last line ({"error_368": {model: {"0": ..., "0.4": ...}}, ...}); `--quick` is a
 seconds-long smoke run (a scripted policy if no run is given, short windows).
 """
 

@@ -1,4 +1,4 @@
-"""Observation layouts: every index range of spec §2 holds the quantity it should."""
+"""Observation layouts: every index range of docs/architecture.md#observations holds the quantity it should."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def test_pretrain_resume_restores_the_world_model_and_its_optimizer(tmp_path):
     resumed, summary = train(more, resume_from=runner.log_dir)
     learner = resumed.extensions[0]
     assert summary["session_iterations"] == 2 and resumed.current_iteration == 4
-    # the resumed learner continued the trained model and optimizer (upstream lost both, defect 18)
+    # the resumed learner continued the trained model and optimizer (upstream lost both, docs/upstream.md #18)
     steps = [float(state["step"]) for state in learner.trainer.optimizer.state_dict()["state"].values()]
     assert min(steps) == min(steps_before) + learner.num_updates
     changed = any(not torch.equal(trained[k], v) for k, v in learner.model.state_dict().items())
@@ -79,7 +79,8 @@ def test_fitted_normalizer_takes_its_statistics_from_the_first_data(tmp_path):
     runner, _ = train(cfg)
     normalizer = runner.extensions[0].model.state_normalizer
     data = runner.extensions[0].buffer.sample(2048, 6, torch.Generator().manual_seed(0))["state"]
-    # the fitted statistics standardise the data (the fixed ones of spec §2.4 do not, for this young policy)
+    # the fitted statistics standardise the data (the fixed ones, docs/architecture.md#normalisation, do not
+    # for this young policy)
     z = normalizer(data).reshape(-1, 45)
     moving = data.reshape(-1, 45).std(0) > 1e-3
     # (medians over features: a tiny buffer sampled as overlapping windows is noisy per feature)

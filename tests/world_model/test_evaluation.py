@@ -1,4 +1,5 @@
-"""Autoregressive evaluation (spec §7, defects 7-8) and its plots, against small fake world models."""
+"""Autoregressive evaluation (docs/architecture.md#world-model-evaluation, docs/upstream.md #7 and #8) and its
+plots, against small fake world models."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ def model():
 
 
 def test_oracle_with_correct_alignment_has_no_error(model):
-    """Defect 7: pairing state k with the action taken from it makes an exact model exact."""
+    """docs/upstream.md #7: pairing state k with the action taken from it makes an exact model exact."""
     batch = _batch(model)
     results = evaluate_world_model(model, batch, history=8, noise_scales=(0.0,))
     m = results["by_noise"][0.0]
@@ -154,7 +155,7 @@ def test_noise_scales(model):
 
 
 def test_short_windows_are_refused(model):
-    """Defect 8: a window without at least one step after the history is never evaluated."""
+    """docs/upstream.md #8: a window without at least one step after the history is never evaluated."""
     batch = _batch(model, length=8)
     with pytest.raises(ValueError, match="history \\+ 1 = 9"):
         evaluate_world_model(model, batch, history=8)

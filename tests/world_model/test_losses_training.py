@@ -1,5 +1,6 @@
-"""Dual-autoregressive loss and trainer (spec §6.2-6.3, defect 12 fixed): member alignment against a
-per-member reference, loss formulas, learning a small dynamical system, failure handling."""
+"""Dual-autoregressive loss and trainer (docs/architecture.md#world-model-training, docs/upstream.md #12 fixed):
+member alignment against a per-member reference, loss formulas, learning a small dynamical system, failure
+handling."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def member(B: int, e: int) -> torch.Tensor:
 def test_every_member_trains_on_its_own_correctly_aligned_context(base, independent):
     """The batched loss equals running each member alone, from a reset model, on its own bootstrap rows.
 
-    This is the fix of upstream defect 12 (members > 0 continued another member's hidden state):
+    This is the fix of docs/upstream.md #12 (members > 0 continued another member's hidden state):
     the reference below uses only the stateful API, one member at a time, feeding back the
     member's reparameterised sample with the action taken from it.
     """

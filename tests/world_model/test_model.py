@@ -1,5 +1,5 @@
 """SystemDynamics: shapes, residual mean, soft log-std bounds, uncertainties, batched ensemble,
-partial context resets, persistence, freezing and input validation (spec §5)."""
+partial context resets, persistence, freezing and input validation (docs/architecture.md#world-model)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_logstd_soft_bounds_hold_for_extreme_head_outputs():
         logstd = model.observe(zs, za).member_std.log()  # (3, B, S)
         assert torch.isfinite(logstd).all()
         assert (logstd >= l_min[:, None] - 1e-5).all() and (logstd <= upper[:, None] + 1e-5).all(), raw
-        # the exact formula of spec §5.2
+        # the exact formula of docs/architecture.md#world-model
         l1 = l_max - torch.nn.functional.softplus(l_max - raw)
         expected = l_min + torch.nn.functional.softplus(l1 - l_min)
         torch.testing.assert_close(logstd, expected[:, None].expand_as(logstd), rtol=1e-5, atol=1e-5)
@@ -284,7 +284,7 @@ def test_paper_preset():
 
 
 def test_published_parameter_counts():
-    """Spec §5.2: about 1.418 M parameters for E = 1 and 1.996 M for E = 5."""
+    """docs/architecture.md#world-model: about 1.418 M parameters for E = 1 and 1.996 M for E = 5."""
     for E, expected in ((1, 1_417_789), (5, 1_995_569)):
         model = SystemDynamics(WorldModelCfg(ensemble_size=E))
         assert sum(p.numel() for p in model.parameters()) == expected

@@ -1,4 +1,4 @@
-"""ReplayBuffer: windows lie in one episode, in time order, inside the stored data (spec defects 7, 9-11)."""
+"""ReplayBuffer: windows lie in one episode, in time order, inside the stored data (docs/upstream.md #7, #9 to #11)."""
 
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ class _IntegratorEnv:
 
 
 def test_action_is_the_one_taken_from_the_state():
-    """Defect 7: record k pairs s_k with a_k, the action applied *from* s_k, so s_{k+1} = s_k + a_k."""
+    """docs/upstream.md #7: record k pairs s_k with a_k, the action applied *from* s_k, so s_{k+1} = s_k + a_k."""
     env = _IntegratorEnv(num_envs=6, max_length=15, seed=0)
     buffer = ReplayBuffer(6, 40)
     generator = torch.Generator().manual_seed(1)

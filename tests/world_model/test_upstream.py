@@ -1,5 +1,6 @@
-"""Importing upstream (rsl_rl_rwm) checkpoints (spec §17): our forward on converted weights equals an
-independent re-implementation of the upstream forward (spec §5) on the upstream tensors."""
+"""Importing upstream (rsl_rl_rwm) checkpoints (docs/architecture.md#checkpoints): our forward on converted
+weights equals an independent re-implementation of the upstream forward (docs/architecture.md#world-model) on
+the upstream tensors."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ H, LAYERS, HEAD, E, HIST = 16, 2, 10, 3, 4
 
 # ----------------------------------------------------------------------------- upstream layout
 def upstream_state_dict(base: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors under the parameter names and shapes of spec §17."""
+    """Random tensors under the parameter names and shapes of docs/architecture.md#checkpoints."""
     g = torch.Generator().manual_seed(seed)
     rnd = lambda *shape: 0.3 * torch.randn(*shape, generator=g)  # noqa: E731
     sd = {}
@@ -46,9 +47,9 @@ def upstream_state_dict(base: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
-# ----------------------------------------------------------------------------- reference forward (spec §5)
+# ----------------------------------------------------------------------------- reference forward
 class UpstreamReference:
-    """A stateful re-implementation of SystemDynamicsEnsemble.forward from the spec, written with
+    """A stateful re-implementation of SystemDynamicsEnsemble.forward as upstream writes it, with
     explicit gate equations (PyTorch's gate order) and per-member loops."""
 
     def __init__(self, sd: dict, base: str):

@@ -1,4 +1,4 @@
-"""Import of the upstream lite's CSV data (spec §11.2) into an rwm dataset file.
+"""Import of the upstream lite's CSV data (docs/architecture.md#offline) into an rwm dataset file.
 
 Upstream layout: files ``state_action_data_{i}.csv``, i = 0, 1, ..., no header, 66 columns::
 
@@ -8,14 +8,14 @@ Each file is one continuous 50 Hz stream; the files, in index order (numeric: 2 
 are concatenated along time.
 
 Action alignment. Upstream's action column is ``system_action``, the action that led *into*
-the state of its row (spec §2.3: A[t] led into S[t]; the action taken from S[t] is A[t+1]).
+the state of its row (docs/architecture.md#conventions: A[t] led into S[t]; the action taken from S[t] is A[t+1]).
 Our records pair a state with the action taken *from* it, so record t gets A[t+1], looked up
 across file boundaries (the files are one stream). The last row of the stream and every
 termination row get a zero action: nothing follows them.
 
 Episodes. A row whose termination flag is 1 is the terminal state of its episode (it ends an
 episode that "ended", and the next row starts a new one) - including row 0, which upstream's
-loader skipped (spec §14, defect 32). Upstream never flagged time-out resets (defect 10), so a
+loader skipped (docs/upstream.md #32). Upstream never flagged time-out resets (docs/upstream.md #10), so a
 time-out inside a file cannot be seen and stays inside an episode; the last episode of the
 stream is marked as cut, not ended.
 

@@ -12,7 +12,7 @@ which the writer avoids by writing to a temporary name and renaming at the end.
 
 File layout (layout version 1)::
 
-    /system_state        (R, 45) float32   raw (not normalised), spec §2.2 order
+    /system_state        (R, 45) float32   raw (not normalised), docs/architecture.md#observations order
     /system_action       (R, 12) float32   the action taken FROM the state of the same record
     /system_contact      (R, 8)  float32   thigh LF LH RF RH | foot LF LH RF RH, 0/1
     /system_termination  (R, 1)  float32   base contact of the state, 0/1
@@ -39,7 +39,7 @@ observed).
 
 Metadata (JSON in the root attribute ``metadata``): format, layout_version, robot, step_dt,
 created_at (ISO 8601, UTC), num_records, num_transitions, num_episodes, num_ended_episodes,
-columns ({name: width}), normalizer (the fixed state/action mean/std of spec §2.4 that the
+columns ({name: width}), normalizer (the fixed state/action mean/std of docs/architecture.md#normalisation that the
 world model uses), statistics (per column mean/std over all records of this file), source
 (what produced the data: {"kind": "policy", run, checkpoint, iteration} / {"kind": "random"} /
 "csv" / "minari" / "merge" ...), plus free keys a producer adds (task, seed, num_envs, ...).
@@ -58,7 +58,7 @@ from rwm.sim.state import ACTION_DIM, CONTACT_DIM, STATE_DIM, STATE_SLICES, TERM
 FORMAT_NAME = "rwm-transitions"
 LAYOUT_VERSION = 1
 ROBOT = "anymal_d"
-STEP_DT = 0.02  # s, 50 Hz control (spec §1)
+STEP_DT = 0.02  # s, 50 Hz control (docs/architecture.md#conventions)
 POLICY_OBS_DIM = 48
 COMMAND_DIM = 3
 
@@ -136,7 +136,7 @@ def check_finite(where: str, name: str, array: np.ndarray, first_row: int = 0) -
 
 
 def fixed_normalizer() -> dict[str, list[float]]:
-    """The world model's fixed statistics (spec §2.4), recorded with every dataset."""
+    """The world model's fixed statistics (docs/architecture.md#normalisation), recorded with every dataset."""
     from rwm.world_model.config import ACTION_MEAN, ACTION_STD, STATE_MEAN, STATE_STD
 
     return {"state_mean": list(STATE_MEAN), "state_std": list(STATE_STD),

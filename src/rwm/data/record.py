@@ -32,7 +32,7 @@ from rwm.sim.state import ACTION_DIM, CONTACT_DIM, STATE_DIM, TERMINATION_DIM
 from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.world_model.recorder import TransitionRecorder
 
-COMMAND_SLICE = slice(9, 12)  # velocity command inside the policy observation (spec §2.1)
+COMMAND_SLICE = slice(9, 12)  # velocity command inside the policy observation (docs/architecture.md#observations)
 _WIDTHS = {"system_state": STATE_DIM, "system_action": ACTION_DIM, "system_contact": CONTACT_DIM,
            "system_termination": TERMINATION_DIM, "policy_observation": POLICY_OBS_DIM, "command": COMMAND_DIM,
            "reward": 1}

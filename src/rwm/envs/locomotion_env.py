@@ -1,4 +1,5 @@
-"""The velocity-tracking task, written once against `RobotState` (design: "the world model is a simulator").
+"""The velocity-tracking task, written once against `RobotState`: the world model is a simulator
+(docs/architecture.md#imagination).
 
 `LocomotionEnv(cfg, simulator)` runs on any `rwm.sim.simulator.Simulator` (`num_envs`, `device`,
 `step_dt`, `state`, `soft_joint_pos_limits`, `uncertainty`, `reset(ids)`, `step(actions)`): the
@@ -119,7 +120,7 @@ class LocomotionEnv:
         self.state = state = self.sim.step(self.action)
         self.episode_length_buf += 1
 
-        # feet air time at the control rate, updated before it is rewarded (no lag: spec defect 21)
+        # feet air time at the control rate, updated before it is rewarded (no lag: docs/upstream.md #21)
         contact = state.foot_contact
         first_contact = contact & (self.air_time > 0)
         self.last_air_time = torch.where(first_contact, self.air_time + dt, self.last_air_time)

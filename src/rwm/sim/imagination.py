@@ -1,20 +1,21 @@
-"""The learned simulator: the world model driven like MuJoCo, so the same task runs on it (design.md).
+"""The learned simulator: the world model driven like MuJoCo, so the same task runs on it
+(docs/architecture.md#imagination).
 
 `ImaginationSimulator` is a `rwm.sim.simulator.Simulator` like `MujocoSimulator` (`num_envs`, `device`,
 `step_dt`, `state`, `soft_joint_pos_limits`, `uncertainty`, `reset(ids)`, `step(actions)`), so
 `LocomotionEnv` computes commands, observations, rewards, terminations and episodes on imagined
 states with exactly the code it uses on real ones. Upstream wrote that code a second time for
-imagination and it drifted (spec §14, defects 6, 20-22); here it cannot.
+imagination and it drifted (docs/upstream.md #6, #20 to #22); here it cannot.
 
 Episodes start from real history. `reset(ids)` draws one window of M = history_horizon records
 per environment from `initial_windows(n, generator)` (a replay buffer or a dataset), resets those
 rows of the model's context and warms them up, while the other environments keep rolling
 (`SystemDynamics.observe(..., ids=...)`): a predicted fall resets exactly the fallen
 environments, with a fresh window, a fresh context and a fresh ensemble member (upstream kept the
-stale context or never reset, defects 4 and 19).
+stale context or never reset, docs/upstream.md #4 and #19).
 
-Alignment at reset (the training alignment, spec §16). A window's `action[k]` is the action taken
-*from* `state[k]`, and the model is trained so that M states with their M actions predict state
+Alignment at reset (the training alignment, docs/architecture.md#conventions). A window's
+`action[k]` is the action taken *from* `state[k]`, and the model is trained so that M states with their M actions predict state
 M. The window's last state is taken as the current state s_t; its recorded action is *not* used,
 because the policy is about to choose a_t. The context is warmed up on the first M-1 records
 (states s_{t-M+1..t-1} with their actions), and `step(a_t)` feeds (s_t, a_t) as the M-th step, so
@@ -65,7 +66,7 @@ class ImaginationCfg:
     dataset's (Offline), given to `ImaginationSimulator` directly."""
 
     # Next state: a reparameterised sample of the (selected) member's Gaussian instead of its
-    # mean. Upstream imagines with the mean (spec §5.3).
+    # mean. Upstream imagines with the mean (docs/architecture.md#imagination).
     sample_state: bool = False
     # RWM-U: every episode rolls out one ensemble member drawn at its reset (model_ids), so
     # episodes differ in the model they see; False uses the ensemble mean.

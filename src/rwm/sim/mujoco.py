@@ -3,11 +3,11 @@
 All environments live in one `mujoco.batch.Batch`: each control step is a single call that
 runs `decimation` physics substeps for every environment on MuJoCo's thread pool with the GIL
 released, and records the contact sensors after every substep (for the 3-sample contact
-history of spec §2.3). The actuators (PD + DC-motor torque-speed limit) are MuJoCo `dcmotor`
-actuators, so no Python runs between substeps.
+history, docs/architecture.md#observations). The actuators (PD + DC-motor torque-speed limit)
+are MuJoCo `dcmotor` actuators, so no Python runs between substeps.
 
-Randomisation follows spec §3.4: at start-up, per-environment friction, added base mass and
-base centre-of-mass offset (through the batch's per-simulation model fields); at reset, base
+Randomisation follows docs/architecture.md#the-real-simulator: at start-up, per-environment
+friction, added base mass and base centre-of-mass offset (through the batch's per-simulation model fields); at reset, base
 pose and velocity and scaled default joint positions; every 10-15 s, a push.
 
 `sim.robot_variant` and `sim.robot` change the robot itself (payload, motors, joints, gains,
@@ -48,7 +48,8 @@ class SolverCfg:
 
 @dataclass
 class RandomizationCfg:
-    """Domain randomisation of the real simulator (spec §3.4, Isaac Lab defaults)."""
+    """Domain randomisation of the real simulator (docs/architecture.md#the-real-simulator, Isaac Lab
+    defaults)."""
 
     # at reset
     base_pos_xy: tuple[float, float] = (-0.5, 0.5)  # m, added to x and y
@@ -86,7 +87,8 @@ class RandomizationCfg:
 
 @dataclass
 class MujocoSimCfg:
-    """The real simulator: timing, actuation and contact sensing (spec §1, §2.3, §3.2)."""
+    """The real simulator: timing, actuation and contact sensing (docs/architecture.md#conventions,
+    docs/architecture.md#the-real-simulator)."""
 
     physics_dt: float = 0.005  # s, 200 Hz
     decimation: int = 4  # physics steps per control step (50 Hz)

@@ -2,7 +2,7 @@
 
 A simulator (MuJoCo, or the learned world model) hands the task a `RobotState`; the task
 computes commands, observations, rewards and terminations from it alone. The world model
-sees the same quantities as three flat vectors (spec §2.2, §2.3):
+sees the same quantities as three flat vectors (docs/architecture.md#observations):
 
     system_state (45)       lin vel (3) | ang vel (3) | projected gravity (3)
                             | joint pos - default (12) | joint vel (12) | joint torque (12)
@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import torch
 
 LEGS = ("LF", "LH", "RF", "RH")
-# Policy / actuator joint order: grouped by joint type, then by leg (spec §1).
+# Policy / actuator joint order: grouped by joint type, then by leg (docs/architecture.md#conventions).
 JOINT_NAMES = tuple(f"{leg}_{joint}" for joint in ("HAA", "HFE", "KFE") for leg in LEGS)
 NUM_JOINTS = len(JOINT_NAMES)
 # Isaac Lab's ANYmal-D default pose in JOINT_NAMES order.

@@ -14,7 +14,7 @@ Two scales
 The dataclass defaults are the **CPU scale**: sized so that a 2-core laptop trains the Init
 policy to good velocity tracking in about a quarter of an hour (1024 environments x 24 steps x
 600 iterations, observation normalisation on). The **paper scale** (``scale=paper``) is the
-published setting (spec §8, §12.1, §13: 4096 environments x 24 steps, 300 Init / 2000
+published setting (docs/architecture.md#scales: 4096 environments x 24 steps, 300 Init / 2000
 Pretrain iterations, no observation normalisation), meant for big machines or a GPU. Select
 it with the override ``scale=paper`` on the command line (it is applied before every other
 override, so ``scale=paper num_envs=2048`` works) or with :func:`with_scale` in code; the
@@ -43,7 +43,7 @@ Scale = Literal["cpu", "paper"]
 # ----------------------------------------------------------------------------- learning sections
 @dataclass
 class PolicyCfg:
-    """Gaussian MLP actor-critic (spec §8): actor 48 -> hidden -> 12, critic 48 -> hidden -> 1."""
+    """Gaussian MLP actor-critic (docs/architecture.md#ppo): actor 48 -> hidden -> 12, critic 48 -> hidden -> 1."""
 
     actor_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])
     critic_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])
@@ -65,7 +65,7 @@ class PolicyCfg:
 
 @dataclass
 class PPOCfg:
-    """Every PPO number (spec §8; rsl_rl / Isaac Lab values for flat ANYmal D)."""
+    """Every PPO number (docs/architecture.md#ppo; rsl_rl / Isaac Lab values for flat ANYmal D)."""
 
     num_learning_epochs: int = 5
     num_mini_batches: int = 4
@@ -155,11 +155,11 @@ class WorldModelLearningCfg:
     The model, its losses and its update schedule are in `WorldModelCfg` (section `world_model`).
     """
 
-    replay_capacity: int = 1000  # records kept per environment (spec §6.1: 1000)
+    replay_capacity: int = 1000  # records kept per environment (published: 1000)
     holdout_fraction: float = 0.1  # share of environments never trained on: the evaluation's data
     eval_interval: int = 50  # iterations between autoregressive evaluations (and plots)
     eval_num_windows: int = 64  # paper: 100
-    eval_length: int = 400  # history + predicted steps (spec §7: 32 + 368)
+    eval_length: int = 400  # history + predicted steps (published: 32 + 368)
     eval_noise_scales: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.5, 0.8])
     num_visualizations: int = 4  # windows drawn in the trajectory plot
 
@@ -217,7 +217,7 @@ class FinetuneCfg:
 @dataclass
 class OfflineCfg:
     """RWM-U / MOPO-PPO (Offline): the world model is fitted on a recorded dataset, then PPO learns only in
-    its imagination; no simulator is stepped during training (spec §11).
+    its imagination; no simulator is stepped during training (docs/architecture.md#offline).
 
     Counts of world-model updates are optimizer steps (mini-batches of `world_model.mini_batch_size`
     windows); they are taken in rounds of `world_model.num_mini_batches`, rounded up.
@@ -350,7 +350,7 @@ class TaskCfg:
               f"num_envs x runner.num_steps_per_env = {batch} samples.")
 
 
-# The published experiment sizes (spec §8, §12.1, §13), per mode, as dotted overrides.
+# The published experiment sizes (docs/architecture.md#scales), per mode, as dotted overrides.
 _PAPER_COMMON = {
     "num_envs": 4096,
     "runner.num_steps_per_env": 24,
@@ -362,12 +362,12 @@ PAPER_SCALE: dict[str, dict[str, object]] = {
     "pretrain": {**_PAPER_COMMON, "runner.max_iterations": 2000, "world_model.num_mini_batches": 20,
                  "world_model.mini_batch_size": 5000, "world_model_learning.eval_num_windows": 100,
                  **{f"env.reward_weights.{term}": weight for term, weight in FLAT_REWARD_WEIGHTS.items()}},
-    # spec §12.3: 4095 imagined robots (rounded to 4096) x 96 steps, 10 real robots, 500 warm-up
+    # 4095 imagined robots (rounded to 4096) x 96 steps, 10 real robots, 500 warm-up
     # iterations of the world model alone
     "finetune": {**_PAPER_COMMON, "runner.num_steps_per_env": 96, "runner.max_iterations": 2000,
                  "world_model.num_mini_batches": 20, "world_model.mini_batch_size": 5000,
                  "finetune.num_real_envs": 10, "finetune.warmup_iterations": 500},
-    # spec §11 / §13 (the lite): 8192 imagined robots, episodes of 256 steps, 500 iterations
+    # the lite's: 8192 imagined robots, episodes of 256 steps, 500 iterations
     "offline": {**_PAPER_COMMON, "num_envs": 8192, "runner.max_iterations": 500,
                 "world_model.num_mini_batches": 20, "world_model.mini_batch_size": 5000},
 }
@@ -441,7 +441,7 @@ def pretrain_cfg() -> TaskCfg:
                    world_model=WorldModelCfg(), world_model_learning=WorldModelLearningCfg())
 
 
-# Imagined episodes (Finetune, Offline) last 256 steps, as the lite's (spec §11): each one starts
+# Imagined episodes (Finetune, Offline) last 256 steps, as the lite's (docs/architecture.md#scales): each one starts
 # from a real window, so a shorter episode bounds how far the model's errors can compound before
 # imagination is brought back to real states (MBPO's short branched rollouts).
 IMAGINED_EPISODE_S = 5.12
@@ -461,7 +461,7 @@ def imagined_env_cfg(uncertainty_weight: float) -> LocomotionEnvCfg:
 def finetune_cfg() -> TaskCfg:
     """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
     env = imagined_env_cfg(uncertainty_weight=0.0)
-    env.noise.enabled = False  # spec §2.1: no observation corruption in Finetune
+    env.noise.enabled = False  # no observation corruption in Finetune (docs/architecture.md#observations)
     # Practise the fast commands policies fall on most, and (below) push the imagined robots: with
     # both, a CPU-scale run from scratch fell in 0.031 of 512 real robots (mean of its last five
     # checkpoints 0.038); with pushes alone in 0.065 (mean 0.094).
@@ -478,8 +478,8 @@ def finetune_cfg() -> TaskCfg:
 
 
 def offline_cfg() -> TaskCfg:
-    """Mode Offline (RWM-U, spec §11): world model fitted on a dataset, PPO in its imagination with the
-    uncertainty penalty; observation noise stays on (the lite pipeline's setting)."""
+    """Mode Offline (RWM-U, docs/architecture.md#offline): world model fitted on a dataset, PPO in its
+    imagination with the uncertainty penalty; observation noise stays on (the lite pipeline's setting)."""
     env = imagined_env_cfg(uncertainty_weight=-1.0)
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Offline-v0", mode="offline", env=env,
                    runner=RunnerCfg(run_name="offline"), world_model=WorldModelCfg(),
@@ -493,7 +493,7 @@ def visualize_cfg() -> TaskCfg:
     Only the real environment's conditions live here (the policy and world model come from the
     run): flat reward weights, no observation noise and no pushes, so the two robots differ by
     the model's error alone, and commands resampled every 2 s as upstream's Visualize task does
-    (spec §3.3); the command only enters the policy's inputs.
+    (docs/architecture.md#visualize); the command only enters the policy's inputs.
     """
     env = LocomotionEnvCfg(reward_weights=dict(FLAT_REWARD_WEIGHTS))
     env.noise.enabled = False

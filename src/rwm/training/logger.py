@@ -1,6 +1,6 @@
 """What a training run reports, and where: TensorBoard, metrics.jsonl, the console, a progress bar.
 
-Scalar names follow rsl_rl / Isaac Lab (spec §9.5), so existing TensorBoard habits carry over:
+Scalar names follow rsl_rl / Isaac Lab (docs/architecture.md#logging), so existing TensorBoard habits carry over:
 ``Episode_Reward/<term>``, ``Episode_Termination/<term>``, ``Loss/...``, ``Policy/mean_noise_std``,
 ``Perf/...``, ``Train/mean_reward``. ``metrics.jsonl`` holds one JSON object per iteration with
 the same names, for scripts that should not need TensorBoard to read a run.

@@ -1,4 +1,4 @@
-"""Offline (RWM-U / MOPO-PPO, spec §11): PPO learns in a world model fitted on a recorded dataset.
+"""Offline (RWM-U / MOPO-PPO, docs/architecture.md#offline): PPO learns in a world model fitted on a recorded dataset.
 
 No simulator is stepped. `build_offline` opens the dataset, splits its episodes (deterministically
 by seed) into training and validation episodes, loads each part into a replay buffer and builds

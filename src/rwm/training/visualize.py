@@ -16,8 +16,8 @@ real history:
 3. Both advance T seconds. A real episode that ends (a fall) ends that environment's comparison
    at the fallen state; its imagined robot freezes.
 
-Unlike upstream's Visualize environment (spec §10, defect 30), the history is the real one
-instead of zeros, the context is fresh for every start, and the imagined robot is posed
+Unlike upstream's Visualize environment (docs/architecture.md#visualize, docs/upstream.md #30),
+the history is the real one instead of zeros, the context is fresh for every start, and the imagined robot is posed
 kinematically instead of being written into the physics.
 
 Outputs, in the run directory: `plots/visualize_<ckpt>_trajectories.png` (truth vs prediction
@@ -46,7 +46,7 @@ from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.world_model.evaluation import ERROR_GROUPS, relative_l1
 
 VISUALIZE_TASK = "Velocity-Flat-Anymal-D-Visualize-v0"
-GHOST_OFFSET_M = 1.0  # the imagined robot starts this far to the left of the real one
+GHOST_OFFSET_M = 1.4  # the imagined robot starts this far to the right of the real one in the video
 # (window key, observation group, width) of the system vectors a world model predicts
 SYSTEM_STREAMS = (("state", "system_state", STATE_DIM), ("contact", "system_contact", CONTACT_DIM),
                   ("termination", "system_termination", TERMINATION_DIM))
@@ -167,10 +167,9 @@ def compare(cfg: TaskCfg, policy, model, *, seconds: float, warmup_seconds: floa
     real_pos[:, 0] = sim.base_pos_w
     heading0 = env.state.heading.cpu().numpy().astype(np.float64)  # (N,)
 
-    from rwm.viz.side_by_side import GhostPose, pose_qpos
+    from rwm.viz.side_by_side import GhostPose, pose_qpos, twin_offset
 
-    left = np.stack([-np.sin(heading0), np.cos(heading0), np.zeros(n)], axis=-1)  # (N, 3)
-    offset = GHOST_OFFSET_M * left
+    offset = twin_offset(heading0, GHOST_OFFSET_M)  # (N, 3) beside the real robot, as the camera sees it
     ghost = GhostPose(dt, real_pos[:, 0] + offset, heading0, window["state"][:, -1].cpu().numpy())
     ghost_pos = np.zeros((n, horizon + 1, 3))
     ghost_pos[:, 0] = ghost.pos
@@ -220,8 +219,8 @@ def compare(cfg: TaskCfg, policy, model, *, seconds: float, warmup_seconds: floa
 
 # ----------------------------------------------------------------------------- metrics and outputs
 def comparison_metrics(result: dict[str, Any], model) -> dict[str, Any]:
-    """Relative L1 error (normalised space, spec §7) over the compared steps: overall, per group,
-    per prediction step and per environment; contact accuracy; falls and base drift."""
+    """Relative L1 error (normalised space, docs/architecture.md#world-model-evaluation) over the compared
+    steps: overall, per group, per prediction step and per environment; contact accuracy; falls and base drift."""
     M, dt = result["history"], result["dt"]
     mask = torch.as_tensor(result["compared"], device=result["true"]["state"].device)  # (N, H)
     z_true = model.state_normalizer(result["true"]["state"])[:, M:]  # (N, H, 45)

@@ -120,7 +120,7 @@ class WorldModelLearning(RunnerExtension):
                 return scalars
             self.normalizer_fitted = not self.ranks.any(not self.normalizer_fitted)
         share = self.recorded_share if self.recorded is not None else 0.0
-        if available == 0:  # too little data yet: never train on padded windows (defect 8)
+        if available == 0:  # too little data yet: never train on padded windows (docs/upstream.md #8)
             if self.recorded is None:
                 return scalars
             share = 1.0
@@ -150,7 +150,7 @@ class WorldModelLearning(RunnerExtension):
                 "system_dynamics_optimizer_state_dict": self.trainer.state_dict()}
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        if "system_dynamics_state_dict" in checkpoint:  # upstream forgot this on resume (defect 18)
+        if "system_dynamics_state_dict" in checkpoint:  # upstream forgot this on resume (docs/upstream.md #18)
             load_weights(self.model, checkpoint["system_dynamics_state_dict"], "the checkpoint's world model")
             self.model.reset()
             self.normalizer_fitted = True  # the checkpoint holds the normaliser statistics

@@ -1,4 +1,5 @@
-"""World-model figures: autoregressive error curves and predicted-vs-true trajectories (spec §7.5).
+"""World-model figures: autoregressive error curves and predicted-vs-true trajectories
+(docs/architecture.md#world-model-evaluation).
 
 Figures are built with matplotlib's object API on an Agg canvas, never through pyplot, so
 plotting from a training loop neither opens windows nor changes the process-wide backend, and

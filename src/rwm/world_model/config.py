@@ -1,4 +1,5 @@
-"""Every number of the world model and of its training, named (spec §5, §6.2, §6.3, §13).
+"""Every number of the world model and of its training, named (docs/architecture.md#world-model,
+docs/architecture.md#world-model-training, docs/architecture.md#scales).
 
 Two scales, as everywhere in the project: the dataclass defaults are the **CPU scale** (small
 mini-batches, so a laptop updates the model in seconds per iteration); the **paper scale**
@@ -19,7 +20,7 @@ from typing import Literal
 
 from rwm.config import ConfigError, apply_overrides, check
 
-# Fixed normalisation statistics of the 45-dim system_state (spec §2.4), in STATE_SLICES order.
+# Fixed normalisation statistics of the 45-dim system_state (docs/architecture.md#normalisation), in STATE_SLICES order.
 STATE_MEAN: tuple[float, ...] = (
     (0.0, 0.0, 0.0)  # base linear velocity
     + (0.0, 0.0, 0.0)  # base angular velocity
@@ -36,11 +37,12 @@ STATE_STD: tuple[float, ...] = (
     + (1.0,) * 4 + (1.5,) * 4 + (2.5,) * 4  # HAA, HFE, KFE joint velocities
     + (15.0,) * 12
 )
-# The action normaliser is the identity apart from eps (spec §2.4).
+# The action normaliser is the identity apart from eps (docs/architecture.md#normalisation).
 ACTION_MEAN: tuple[float, ...] = (0.0,) * 12
 ACTION_STD: tuple[float, ...] = (1.0,) * 12
 
-# The published update size (spec §13: system_dynamics_num_mini_batches / _mini_batch_size).
+# The published update size (upstream's system_dynamics_num_mini_batches / _mini_batch_size,
+# docs/architecture.md#scales).
 WORLD_MODEL_PAPER_SCALE: dict[str, object] = {"num_mini_batches": 20, "mini_batch_size": 5000}
 
 
@@ -52,7 +54,7 @@ def _is_shape(shape: tuple[int, ...]) -> bool:
 class WorldModelCfg:
     """The recurrent dynamics ensemble and its dual-autoregressive training."""
 
-    # --- structure (spec §5) ---------------------------------------------------------------
+    # --- structure (docs/architecture.md#world-model) ---------------------------------------
     ensemble_size: int = 5  # E heads of each kind; 1 = a single model (no epistemic estimate)
     history_horizon: int = 32  # M context steps before a forecast
     forecast_horizon: int = 8  # N autoregressive steps trained per window
@@ -69,7 +71,7 @@ class WorldModelCfg:
     # only lives in the heads, so members disagree less than independent models would).
     independent_bases: bool = False
 
-    # --- losses (spec §6.2) ----------------------------------------------------------------
+    # --- losses (docs/architecture.md#world-model-training) --------------------------------
     # "mse": upstream's sampled MSE, sum_d (mu + sigma*eps - y)^2; it drives sigma down, so the
     # learned std is not calibrated. "gaussian_nll": sum_d [(y - mu)^2 / (2 sigma^2) + log sigma].
     state_loss: Literal["mse", "gaussian_nll"] = "mse"
@@ -85,14 +87,14 @@ class WorldModelCfg:
     bootstrap: bool = True  # each member trains on its own resampled (with replacement) windows
     freeze_auxiliary: bool = False  # no gradient to the auxiliary base and heads
 
-    # --- optimisation (spec §6.3) ----------------------------------------------------------
+    # --- optimisation (docs/architecture.md#world-model-training) --------------------------
     learning_rate: float = 1.0e-3
     weight_decay: float = 0.0
     num_mini_batches: int = 4  # per update; paper: 20
     mini_batch_size: int = 256  # windows of M+N steps per mini-batch; paper: 5000
     max_grad_norm: float = 1.0
 
-    # --- normalisation (spec §2.4) ---------------------------------------------------------
+    # --- normalisation (docs/architecture.md#normalisation) --------------------------------
     # "fixed": the statistics below (the published constants). "fitted": identity until
     # SystemDynamics.fit_normalizers(states, actions) computes them from data.
     normalizer: Literal["fixed", "fitted"] = "fixed"
@@ -153,7 +155,7 @@ class WorldModelCfg:
 
 
 def paper_scale(cfg: WorldModelCfg) -> WorldModelCfg:
-    """A copy of ``cfg`` with the published update size (spec §13), everything else unchanged."""
+    """A copy of ``cfg`` with the published update size (docs/architecture.md#scales), everything else unchanged."""
     return apply_overrides(cfg, [f"{key}={value}" for key, value in WORLD_MODEL_PAPER_SCALE.items()])
 
 

@@ -1,12 +1,14 @@
-"""Autoregressive evaluation of a world model on real windows (spec §7, defects 7 and 8 fixed).
+"""Autoregressive evaluation of a world model on real windows (docs/architecture.md#world-model-evaluation;
+docs/upstream.md #7 and #8 fixed).
 
 The model is fed `history` ground-truth steps, then its own predictions, one step at a time,
 for the rest of the window, exactly as imagination uses it. Unlike upstream, the state at step k
 is paired with the action taken *from* it (the same alignment as training and imagination,
-defect 7), and a window shorter than history + 1 is refused instead of being zero-padded into a
-zero denominator (defect 8).
+docs/upstream.md #7), and a window shorter than history + 1 is refused instead of being zero-padded into a
+zero denominator (docs/upstream.md #8).
 
-Errors are measured in normalised space with the spec's relative L1 formula,
+Errors are measured in normalised space with upstream's relative L1 formula
+(docs/architecture.md#world-model-evaluation),
     e = mean over windows and predicted steps of  sum_d |s_hat - s| / sum_d |s|,
 overall, per state group and per prediction step, for several input-noise scales; noise
 N(0, sigma^2) is added to the whole normalised state and action trajectories (history included)

@@ -1,4 +1,5 @@
-"""Dual-autoregressive world-model loss (spec §6.2), with the ensemble defect fixed (§14 no. 12).
+"""Dual-autoregressive world-model loss (docs/architecture.md#world-model-training), with the ensemble defect
+fixed (docs/upstream.md #12).
 
 A batch holds B windows of L = M + N consecutive steps (raw units):
 

@@ -1,4 +1,5 @@
-"""The learned simulator: a recurrent dynamics ensemble with contact and termination heads (spec §5).
+"""The learned simulator: a recurrent dynamics ensemble with contact and termination heads
+(docs/architecture.md#world-model).
 
 Structure (as upstream): a *state base* and a separate *auxiliary base*, each a stacked GRU/LSTM
 (or an MLP on a flattened M-step window) reading ``concat(z_state, z_action)`` per step; E state
@@ -16,11 +17,11 @@ What differs from upstream, and why:
   ``(input, context) -> (output, context)``; :meth:`SystemDynamics.observe` and
   :meth:`SystemDynamics.reset` keep one context per branch for the imagination simulator and
   the evaluation, and training keeps its own. Partial resets work for GRU, LSTM (whose context
-  is an ``(h, c)`` tuple, spec defect 14) and the MLP's rolling window alike.
+  is an ``(h, c)`` tuple, docs/upstream.md #14) and the MLP's rolling window alike.
 * The state and action normalisers are submodules, so their statistics travel in
   ``state_dict`` (upstream took them from the config at load time and forgot them otherwise).
 
-Every tensor the bases and heads see is in the normalised space of spec §2.4.
+Every tensor the bases and heads see is in the normalised space of docs/architecture.md#normalisation.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class EnsembleMLP(nn.Module):
 
 
 class StateHeads(nn.Module):
-    """E state heads: residual mean and softly bounded log-std (spec §5.2).
+    """E state heads: residual mean and softly bounded log-std (docs/architecture.md#world-model).
 
     ``mu = MLP(h) + z_last`` predicts the next state as a change of the last input state, which
     is what a 50 Hz system mostly does. The log-std is pushed into [l_min, l_max] with two
@@ -562,7 +563,7 @@ class SystemDynamics(nn.Module):
     # ------------------------------------------------------------------ helpers
     def make_output(self, member_mean: torch.Tensor, member_std: torch.Tensor,
                     aux: dict[str, torch.Tensor | None], model_ids: torch.Tensor | None) -> WorldModelOutput:
-        """Select/average members and compute the uncertainties (spec §5.3). Inputs (E, B, d)."""
+        """Select/average members and compute the uncertainties (docs/architecture.md#world-model). Inputs (E, B, d)."""
         E, B, _ = member_mean.shape
         if model_ids is None:
             select = lambda t: None if t is None else t.mean(0)  # noqa: E731

@@ -18,7 +18,7 @@ SYSTEM_GROUPS = ("system_state", "system_contact", "system_termination")
 
 class TransitionRecorder:
     """Feeds a ReplayBuffer from an environment loop: state k with the action taken FROM it
-    (spec defect 7), and, when episodes end, the states they ended in (defect 11)."""
+    (docs/upstream.md #7), and, when episodes end, the states they ended in (docs/upstream.md #11)."""
 
     def __init__(self, buffer: ReplayBuffer):
         self.buffer = buffer

@@ -1,9 +1,9 @@
 """Per-environment, time-ordered replay buffer of real transitions for world-model training.
 
-Upstream (spec §6.1) slices windows in physical ring order with one write pointer shared by all
+Upstream slices windows in physical ring order with one write pointer shared by all
 environments, so its windows can jump from the newest to the oldest data, never wrap
 continuously from slot C-1 to 0, run across time-out resets and end on a post-reset state
-(spec §14, defects 9-11). Here every environment has its own ring and write position, windows
+(docs/upstream.md #9 to #11). Here every environment has its own ring and write position, windows
 are read in *logical* (time) order, and each record knows whether it starts an episode or ends
 one, so a window is valid exactly when it is one stretch of one episode.
 

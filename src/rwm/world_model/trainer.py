@@ -1,4 +1,5 @@
-"""One world-model update per runner iteration (spec §6.3): K mini-batches, one Adam step each."""
+"""One world-model update per runner iteration: K mini-batches, one Adam step each
+(docs/architecture.md#world-model-training)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Import a pretrained upstream (rsl_rl_rwm ``SystemDynamicsEnsemble``) model (spec §17).
+"""Import a pretrained upstream (rsl_rl_rwm ``SystemDynamicsEnsemble``) model
+(docs/architecture.md#checkpoints).
 
 Upstream keeps one ``nn.Sequential`` per member and head kind; here the members' head weights
 are stacked into the batched (E, in, out) tensors of :class:`EnsembleLinear`. The trunks map
 one to one (upstream shares them, so ``independent_bases`` must be False). Upstream checkpoints
-hold no normaliser statistics; the importer fills in the fixed ones of spec §2.4 (from the
+hold no normaliser statistics; the importer fills in the fixed ones of docs/architecture.md#normalisation (from the
 config), which are the ones every upstream ANYmal model was trained with.
 """
 
@@ -26,7 +27,7 @@ _HEADS = re.compile(r"^state_heads\.(\d+)\.")
 def _get(sd: dict, key: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
     if key not in sd:
         raise ValueError(f"upstream system-dynamics state dict has no '{key}', expected the layout of an "
-                         "rsl_rl_rwm SystemDynamicsEnsemble (spec §17).")
+                         "rsl_rl_rwm SystemDynamicsEnsemble (docs/architecture.md#checkpoints).")
     t = sd[key]
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"upstream entry '{key}' is a {type(t).__name__}, expected a tensor.")

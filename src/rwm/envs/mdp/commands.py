@@ -1,4 +1,4 @@
-"""Velocity commands (spec §3.3, Isaac Lab's UniformVelocityCommand with heading control)."""
+"""Velocity commands (docs/architecture.md#commands, Isaac Lab's UniformVelocityCommand with heading control)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Observation groups (spec §2): the policy's 48-vector and the world model's system vectors."""
+"""Observation groups: the policy's 48-vector and the world model's system vectors
+(docs/architecture.md#observations)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rwm.config import check
 from rwm.sim.state import NUM_JOINTS, RobotState, to_system_vectors
 
 POLICY_OBS_DIM = 48
-# Index ranges of the policy observation (spec §2.1).
+# Index ranges of the policy observation (docs/architecture.md#observations).
 POLICY_SLICES = {
     "base_lin_vel": slice(0, 3),
     "base_ang_vel": slice(3, 6),

@@ -1,4 +1,4 @@
-"""Reward terms (spec §4.1), each a function of one `RewardContext`.
+"""Reward terms (docs/architecture.md#rewards), each a function of one `RewardContext`.
 
 The context holds only what a learned simulator can also provide (a `RobotState`, the command,
 the actions, and quantities the task derives from consecutive states), so the same functions
@@ -106,8 +106,8 @@ REWARD_TERMS: dict[str, Callable[[RewardContext], torch.Tensor]] = {
                dof_pos_limits, stand_still, termination_penalty)
 }
 
-# Spec §4.2. Init keeps Isaac Lab's rough-terrain weights (and stand_still); Pretrain, Finetune
-# and Visualize use the flat task's.
+# Weights per mode (docs/architecture.md#rewards). Init keeps Isaac Lab's rough-terrain weights
+# (and stand_still); Pretrain, Finetune and Visualize use the flat task's.
 INIT_REWARD_WEIGHTS = {
     "track_lin_vel_xy_exp": 1.0, "track_ang_vel_z_exp": 0.5, "lin_vel_z_l2": -2.0, "ang_vel_xy_l2": -0.05,
     "dof_torques_l2": -1.0e-5, "dof_acc_l2": -2.5e-7, "action_rate_l2": -0.01, "feet_air_time": 0.125,
