@@ -1,8 +1,9 @@
 """The imagined robot beside the real one: its world pose from predicted states, and both in one video frame.
 
-The world model predicts only what the robot feels (spec §2.2): base-frame velocities, projected
-gravity and joint states. To show an imagined robot walking, its world pose is reconstructed from
-those quantities alone, so any error of the model shows as a visibly different gait, lean or path:
+The world model predicts only what the robot feels (docs/architecture.md#observations): base-frame
+velocities, projected gravity and joint states. To show an imagined robot walking, its world pose is
+reconstructed from those quantities alone, so any error of the model shows as a visibly different
+gait, lean or path:
 
 * roll and pitch from the predicted projected gravity (it fixes both, and nothing else);
 * yaw integrated from the predicted world yaw rate, -g_b . w_b (the world z row of R is -g_b),
@@ -14,10 +15,12 @@ Both integrals use the trapezoid rule: states are samples at the end of each con
 the trapezoid is exact for the constant-velocity, constant-yaw-rate case the tests check.
 
 Rendering is kinematic only (upstream wrote the predictions into a second robot of its physics
-scene, spec §10): the imagined robot is a separate `MjData` of the same model, posed by writing
-`qpos` and running `mj_kinematics`, and its geoms are appended to the real robot's scene with
-`mjv_addGeoms`, tinted and transparent. One `mujoco.Renderer` therefore draws both robots in one
-image, with a camera that follows the real robot.
+scene, docs/architecture.md#visualize): the imagined robot is a separate `MjData` of the same model,
+posed by writing `qpos` and running `mj_kinematics`, and its geoms are appended to the real robot's
+scene with `mjv_addGeoms`, tinted and transparent. One `mujoco.Renderer` therefore draws both robots
+in one image, with a camera that follows the real robot. The twin starts beside the real robot
+across the camera's line of sight (`twin_offset`), so the two stand side by side in the picture
+instead of one hiding the other, and each is labelled on the frame where it is drawn.
 """
 
 from __future__ import annotations
@@ -36,11 +39,17 @@ from rwm.sim.mujoco import quat_to_rotmat
 from rwm.sim.state import DEFAULT_JOINT_POS, STATE_SLICES
 from rwm.viz.video import VideoRecorder, tile_frames
 
-__all__ = ["ENDED_RGBA", "GHOST_RGBA", "GhostPose", "SideBySideRecorder", "integrate_poses", "pose_qpos",
-           "quat_from_euler", "roll_pitch_from_gravity", "world_yaw_rate"]
+__all__ = ["CAMERA_AZIMUTH_OFFSET_DEG", "ENDED_RGBA", "GHOST_RGBA", "GhostPose", "SideBySideRecorder",
+           "integrate_poses", "pose_qpos", "project_to_pixels", "quat_from_euler", "roll_pitch_from_gravity",
+           "twin_offset", "world_yaw_rate"]
 
 GHOST_RGBA = (0.25, 0.55, 1.0, 0.45)  # the imagined robot: transparent blue
 ENDED_RGBA = (0.55, 0.55, 0.55, 0.3)  # frozen after the real robot's episode ended: faint grey
+# The camera looks at the pair from behind, turned this far from the pair's starting heading, so
+# the legs show from the side as well.
+CAMERA_AZIMUTH_OFFSET_DEG = -35.0
+REAL_LABEL, TWIN_LABEL, ENDED_LABEL = "real (simulator)", "imagined (world model)", "imagined: stopped, real fell"
+REAL_TEXT_RGB, TWIN_TEXT_RGB, ENDED_TEXT_RGB = (255, 255, 255), (120, 180, 255), (190, 190, 190)
 
 
 # ----------------------------------------------------------------------------- orientation
@@ -84,7 +93,7 @@ class GhostPose:
         dt: control period (s) between successive states.
         start_pos: (N, 3) world base position at the first state (the real robot's, plus any offset).
         start_yaw: (N,) world yaw at the first state (the real robot's heading).
-        system_state: (N, 45) the first state, raw (spec §2.2 layout).
+        system_state: (N, 45) the first state, raw (the layout of docs/architecture.md#observations).
     """
 
     def __init__(self, dt: float, start_pos: np.ndarray, start_yaw: np.ndarray, system_state: np.ndarray):
@@ -156,6 +165,61 @@ def pose_qpos(model: mujoco.MjModel, pos: np.ndarray, quat: np.ndarray, joint_po
 
 
 # ----------------------------------------------------------------------------- rendering
+def twin_offset(heading: np.ndarray, distance: float,
+                azimuth_offset_deg: float = CAMERA_AZIMUTH_OFFSET_DEG) -> np.ndarray:
+    """(N,) starting headings -> (N, 3) where the imagined robot starts relative to the real one: `distance`
+    metres to the right in the picture, square to the camera's line of sight, so neither stands in front."""
+    azimuth = np.asarray(heading, dtype=np.float64) + math.radians(azimuth_offset_deg)
+    return distance * np.stack([np.sin(azimuth), -np.cos(azimuth), np.zeros_like(azimuth)], axis=-1)
+
+
+def project_to_pixels(camera: mujoco.MjvGLCamera, points: np.ndarray, width: int, height: int) -> np.ndarray:
+    """World points (K, 3) -> (K, 2) pixel (column, row) where `camera` (the scene's, after `update_scene`)
+    draws them; NaN for points behind it. The frustum's width follows the image's aspect, as in `mjr_render`."""
+    pos, forward, up = (np.asarray(v, dtype=np.float64) for v in (camera.pos, camera.forward, camera.up))
+    right = np.cross(forward, up)
+    rel = np.asarray(points, dtype=np.float64) - pos
+    depth = rel @ forward
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = camera.frustum_near * (rel @ right) / depth  # on the near plane
+        y = camera.frustum_near * (rel @ up) / depth
+    half_height = 0.5 * (camera.frustum_top - camera.frustum_bottom)
+    half_width = half_height * width / height
+    column = (x - camera.frustum_center + half_width) / (2 * half_width) * width
+    row = (1.0 - (y - 0.5 * (camera.frustum_top + camera.frustum_bottom) + half_height) / (2 * half_height)) * height
+    pixels = np.stack([column, row], axis=-1)
+    pixels[depth <= 0] = np.nan
+    return pixels
+
+
+def draw_labels(image: np.ndarray, labels: Sequence[tuple[str, np.ndarray, tuple[int, int, int]]]) -> np.ndarray:
+    """Write each (text, pixel (column, row), colour) centred above its pixel, outlined in black so it
+    reads on the floor and the sky alike. A pixel off the image puts its label at the nearest edge,
+    marked "out of view" (a drifting twin stays accounted for); one behind the camera is left out. A
+    label that would cover an earlier one moves below it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = image.shape[:2]
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=max(12, height // 20))
+    placed: list[tuple[float, float, float, float]] = []  # (left, top, right, bottom) of the labels so far
+    for text, (column, row), colour in labels:
+        if not (np.isfinite(column) and np.isfinite(row)):
+            continue
+        if not (0 <= column < width and 0 <= row < height):
+            text = f"{text}, out of view"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = min(max(column - (right - left) / 2, 2), width - (right - left) - 2)
+        y = min(max(row - (bottom - top) - 4, 2), height - (bottom - top) - 6)
+        for left_, top_, right_, bottom_ in placed:
+            if x < right_ and left_ < x + (right - left) and y < bottom_ and top_ < y + bottom + 4:
+                y = bottom_ + 2
+        placed.append((x, y, x + (right - left), y + bottom + 4))
+        draw.text((x, y), text, font=font, fill=colour, stroke_width=2, stroke_fill=(0, 0, 0))
+    return np.asarray(picture)
+
+
 class SideBySideRecorder(VideoRecorder):
     """Frames of real robots (environments `env_ids` of a MuJoCo batch simulator) each with an imagined robot.
 
@@ -176,6 +240,7 @@ class SideBySideRecorder(VideoRecorder):
         self.camera.distance = distance
         self.camera.elevation = elevation_deg
         self.azimuth_offset_deg = azimuth_offset_deg
+        self.label_height_m = 0.45  # labels float this far above each robot's base
 
     def capture(self, ghost_qpos: np.ndarray, offset: np.ndarray, heading: np.ndarray,
                 ended: np.ndarray | None = None) -> np.ndarray:
@@ -204,7 +269,12 @@ class SideBySideRecorder(VideoRecorder):
             rgba = ENDED_RGBA if ended[k] else GHOST_RGBA
             for g in range(first, scene.ngeom):
                 scene.geoms[g].rgba[:] = rgba
-            tiles.append(self.renderer.render().copy())
+            above = np.array([0.0, 0.0, self.label_height_m])
+            real_px, twin_px = project_to_pixels(scene.camera[0], np.stack(
+                [data.xpos[self.base_body] + above, ghost.xpos[self.base_body] + above]), self.renderer.width,
+                self.renderer.height)
+            twin = (ENDED_LABEL, twin_px, ENDED_TEXT_RGB) if ended[k] else (TWIN_LABEL, twin_px, TWIN_TEXT_RGB)
+            tiles.append(draw_labels(self.renderer.render(), [(REAL_LABEL, real_px, REAL_TEXT_RGB), twin]))
         frame = tile_frames(tiles)
         self.frames.append(frame)
         return frame
