@@ -8,7 +8,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rwm.viz.plots import model_denormalizer, plot_error_vs_step, plot_trajectories
+from rwm.viz.plots import (
+    TRAJECTORY_ROWS,
+    model_denormalizer,
+    plot_error_vs_step,
+    plot_trajectories,
+    trajectory_figure,
+)
 from rwm.world_model.evaluation import (
     ERROR_GROUPS,
     autoregressive_rollout,
@@ -185,6 +191,20 @@ def test_plots_are_written(model, tmp_path):
                              denormalize=model_denormalizer(model))
     _assert_png(grid, 50_000)
     _assert_png(plot_trajectories(rollout, tmp_path / "normalised.png", num_windows=10), 50_000)
+
+
+def test_trajectory_panels_hold_a_few_lines_and_say_what_they_are(model):
+    batch = _batch(model, windows=3, length=30)
+    figure = trajectory_figure(autoregressive_rollout(model, batch, 8), num_windows=3)
+    rows = figure.axes[0].get_gridspec().get_geometry()[0]
+    assert rows == len(TRAJECTORY_ROWS)
+    for ax in figure.axes:
+        assert len(ax.get_lines()) <= 7  # at most 3 quantities x (truth, prediction) + the end of the history
+    legends = [ax.get_legend() for ax in figure.axes if ax.get_legend() is not None]
+    assert len(legends) == rows  # each row names its colours
+    assert [t.get_text() for t in legends[0].get_texts()] == ["x", "y", "z"]
+    styles = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert styles == ["simulator (truth)", "world model (prediction)", "end of the real history"]
 
 
 def _rollout_with_error(window_error: torch.Tensor, epistemic: torch.Tensor, history: int = 2, steps: int = 5) -> dict:

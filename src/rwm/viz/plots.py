@@ -8,26 +8,37 @@ works on headless machines. matplotlib is imported only when a figure is made.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-from rwm.sim.state import CONTACT_SLICES, STATE_SLICES
+from rwm.sim.state import CONTACT_SLICES, JOINT_NAMES, LEGS, STATE_SLICES
 
-# Rows of the trajectory grid: state groups in layout order, then actions, contacts, termination.
+# Rows of the trajectory grid: (label, stream, indices into the stream, what each index is). At most
+# three quantities a row, so a panel holds at most six lines (truth and prediction of each); the
+# left-front leg's joints stand for all twelve (the error plot and JSON cover every dimension).
+_LF_JOINTS = tuple(i for i, name in enumerate(JOINT_NAMES) if name.startswith("LF_"))  # HAA, HFE, KFE
+_LF_JOINT_NAMES = tuple(JOINT_NAMES[i].removeprefix("LF_") for i in _LF_JOINTS)
+_XYZ = ("x", "y", "z")
+
+
+def _state_indices(group: str, within: Sequence[int]) -> tuple[int, ...]:
+    return tuple(STATE_SLICES[group].start + i for i in within)
+
+
 TRAJECTORY_ROWS = (
-    ("lin vel [m/s]", "state", STATE_SLICES["base_lin_vel"]),
-    ("ang vel [rad/s]", "state", STATE_SLICES["base_ang_vel"]),
-    ("gravity", "state", STATE_SLICES["projected_gravity"]),
-    ("joint pos [rad]", "state", STATE_SLICES["joint_pos"]),
-    ("joint vel [rad/s]", "state", STATE_SLICES["joint_vel"]),
-    ("torque [N m]", "state", STATE_SLICES["joint_torque"]),
-    ("action", "action", slice(None)),
-    ("contact", "contact", slice(CONTACT_SLICES["thigh_contact"].start, CONTACT_SLICES["foot_contact"].stop)),
-    ("termination", "termination", slice(None)),
+    ("base lin vel [m/s]", "state", _state_indices("base_lin_vel", range(3)), _XYZ),
+    ("base ang vel [rad/s]", "state", _state_indices("base_ang_vel", range(3)), _XYZ),
+    ("projected gravity", "state", _state_indices("projected_gravity", range(3)), _XYZ),
+    ("LF joint pos [rad]", "state", _state_indices("joint_pos", _LF_JOINTS), _LF_JOINT_NAMES),
+    ("LF joint vel [rad/s]", "state", _state_indices("joint_vel", _LF_JOINTS), _LF_JOINT_NAMES),
+    ("LF torque [N m]", "state", _state_indices("joint_torque", _LF_JOINTS), _LF_JOINT_NAMES),
+    ("LF action", "action", _LF_JOINTS, _LF_JOINT_NAMES),
+    ("foot contact", "contact", tuple(CONTACT_SLICES["foot_contact"].start + LEGS.index(leg) for leg in ("LF", "RF")),
+     ("LF foot", "RF foot")),
+    ("termination", "termination", (0,), ("base contact",)),
 )
-
 
 def _new_figure(width: float, height: float):
     try:
@@ -83,13 +94,14 @@ def _limits(values: torch.Tensor) -> tuple[float, float]:
 def trajectory_figure(rollout: dict, num_windows: int = 4,
                       denormalize: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
                       | None = None):
-    """Grid: one row per state group, then actions, contacts, termination; one column per window.
+    """Grid: one row per quantity of `TRAJECTORY_ROWS`, one column per window.
 
-    Ground truth is solid (α 0.2), the prediction dashed (α 0.5) from the end of the history,
-    marked by a vertical grey line. States and actions are shown denormalised when `denormalize`
-    is given, in normalised units otherwise; y-limits follow the ground truth with a 10 % margin.
+    Each panel draws at most three quantities, one colour each (the row's legend names them): the
+    truth solid, the prediction dashed from the end of the history, marked by a vertical grey line.
+    States and actions are shown denormalised when `denormalize` is given, in normalised units
+    otherwise; y-limits follow the ground truth with a 10 % margin.
     """
-    import matplotlib
+    from matplotlib.lines import Line2D
 
     h = rollout["history"]
     true_state, pred_state, action = rollout["true_state"], rollout["pred_state"], rollout["action"]
@@ -106,35 +118,40 @@ def trajectory_figure(rollout: dict, num_windows: int = 4,
               for k, (t, p) in series.items()}
     cols = max(1, min(num_windows, true_state.shape[0]))
     rows = len(TRAJECTORY_ROWS)
-    figure = _new_figure(4.0 * cols, 1.9 * rows)
+    figure = _new_figure(4.0 * cols + 1.6, 1.9 * rows + 0.6)
     axes = figure.subplots(rows, cols, squeeze=False, sharex=True)
     steps = torch.arange(true_state.shape[1])
-    colormap = matplotlib.colormaps["tab20"]
-    palette = [colormap(i) for i in (*range(0, 20, 2), *range(1, 20, 2))]  # 10 strong colours first
-    for r, (label, key, sl) in enumerate(TRAJECTORY_ROWS):
+    colors = ("tab:blue", "tab:orange", "tab:green")
+    for r, (label, key, indices, names) in enumerate(TRAJECTORY_ROWS):
         true, pred = series[key]
         for c in range(cols):
             ax = axes[r][c]
-            t_vals = true[c, :, sl]  # (L, d)
-            for d in range(t_vals.shape[-1]):
-                color = palette[d % len(palette)]
-                ax.plot(steps, t_vals[:, d], color=color, alpha=0.2, linestyle="-", linewidth=1.2)
+            t_vals = true[c][:, list(indices)]  # (L, d)
+            for d, color in zip(range(t_vals.shape[-1]), colors):
+                ax.plot(steps, t_vals[:, d], color=color, linestyle="-", linewidth=1.3, alpha=0.85)
                 if pred is not None:
-                    ax.plot(steps[h:], pred[c, h:, sl][:, d], color=color, alpha=0.5, linestyle="--", linewidth=1.0)
+                    ax.plot(steps[h:], pred[c, h:, indices[d]], color=color, linestyle="--", linewidth=1.3,
+                            alpha=0.85)
             ax.axvline(h, color="grey", linewidth=1.0)
             ax.set_ylim(*((-0.1, 1.1) if key in ("contact", "termination") else _limits(t_vals)))
             ax.tick_params(labelsize=7)
+            ax.grid(True, alpha=0.25)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
             if r == 0:
                 ax.set_title(f"window {c}", fontsize=9)
             if r == rows - 1:
                 ax.set_xlabel("step", fontsize=8)
-    figure.suptitle(f"World model: truth (solid) vs prediction (dashed), history {h}, "
-                    f"noise σ = {rollout.get('noise_std', 0.0):g}", fontsize=10)
-    figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.98))
+        axes[r][cols - 1].legend([Line2D([], [], color=color, linewidth=2) for color in colors[:len(names)]], names,
+                                 loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    styles = [Line2D([], [], color="black", linestyle="-"), Line2D([], [], color="black", linestyle="--"),
+              Line2D([], [], color="grey", linewidth=1.0)]
+    figure.legend(styles, ["simulator (truth)", "world model (prediction)", "end of the real history"],
+                  loc="upper center", bbox_to_anchor=(0.5, 0.985), ncol=3, fontsize=9, frameon=False)
+    figure.suptitle(f"World model vs simulator, history {h} steps, noise σ = {rollout.get('noise_std', 0.0):g}; "
+                    "the left-front (LF) leg's joints stand for all four legs", fontsize=10, y=0.997)
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.5 / figure.get_figheight()))
     return figure
-
 
 def plot_trajectories(rollout: dict, path: str | Path, num_windows: int = 4,
                       denormalize: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
