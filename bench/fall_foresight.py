@@ -10,8 +10,7 @@ tilt beyond `imagination.fall_tilt`). False alarms: the same on stretches of K s
 fall, drawn from episodes that do not fall within them.
 
 A model that foresees falls but a policy that still falls in reality means the policy seldom
-meets those states in imagination (what `imagination.before_fall_share` addresses); a model that
-does not foresee them lets the policy exploit it.
+meets those states in imagination; a model that does not foresee them lets the policy exploit it.
 
 Prints one JSON object as the last line: per look-ahead, the falls foreseen, the false alarms
 and their rates. `--quick` evaluates 128 robots for 10 s (seconds).

@@ -450,3 +450,33 @@ def test_runtime_typing_annotations_py310_style():
     with pytest.raises(ConfigError, match=r"unknown config key 'sub.standing'; did you mean"):
         from_dict(Legacy, {"sub": {"standing": 0.1}})
     assert apply_overrides(Legacy(), ["sub.standing_fraction=0.3"]).sub.standing_fraction == 0.3
+
+
+# --------------------------------------------------------------------------- the task configuration
+def test_every_task_setting_says_what_it_is():
+    """Every field of TaskCfg and of each section it holds has a comment on its line or just above it
+    (a section header such as ``# --- losses ---`` does not count)."""
+    import inspect
+    import typing
+
+    from rwm.tasks.anymal_d_flat import TaskCfg
+
+    seen, undescribed = set(), []
+
+    def visit(cls) -> None:
+        if cls in seen:
+            return
+        seen.add(cls)
+        lines, _ = inspect.getsourcelines(cls)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            index = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{f.name}:"))
+            above = lines[index - 1].strip()
+            if "#" not in lines[index] and not (above.startswith("#") and not above.startswith("# ---")):
+                undescribed.append(f"{cls.__name__}.{f.name}")
+            for arg in (hints[f.name], *typing.get_args(hints[f.name])):
+                if dataclasses.is_dataclass(arg):
+                    visit(arg)
+
+    visit(TaskCfg)
+    assert len(seen) >= 15 and not undescribed, f"settings without a comment saying what they are: {undescribed}"

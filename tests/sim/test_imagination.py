@@ -284,27 +284,6 @@ def test_uncertainty_penalty_is_weight_times_epistemic_times_dt():
         torch.testing.assert_close(sim.aleatoric, model.last.member_std.mean(0).sum(-1))
 
 
-def test_uncertainty_offset_leaves_the_level_below_it_unpenalised():
-    M, N, w_u = 4, 6, -2.0
-    model = Recorder(tiny_model(E=3, M=M))
-    sim = ImaginationSimulator(model, random_windows(M), N)
-    model.force_termination = torch.zeros(N, dtype=torch.bool)
-    env = LocomotionEnv(LocomotionEnvCfg(reward_weights={"uncertainty": w_u}), sim)
-    env.step(0.3 * torch.randn(N, 12, generator=torch.Generator().manual_seed(1)))
-    epistemic = sim.uncertainty.clone()
-    offset = float(epistemic.median())  # some rows above the offset, some at or below it
-    sim.step = lambda actions: sim.state  # hold the state: the same epistemic again
-    env.cfg.uncertainty_offset = offset
-    before = env.episode_sums["uncertainty"].clone()
-    env.step(torch.zeros(N, 12))
-    increment = env.episode_sums["uncertainty"] - before
-    expected = w_u * (epistemic - offset).clamp(min=0) * env.step_dt
-    torch.testing.assert_close(increment, expected, rtol=1e-5, atol=1e-7)
-    assert (increment[epistemic <= offset] == 0).all() and (increment[epistemic > offset] < 0).all()
-    with pytest.raises(ConfigError, match="env.uncertainty_offset = -1"):
-        LocomotionEnvCfg(uncertainty_offset=-1.0)
-
-
 def test_a_base_tipped_past_fall_tilt_is_a_fall_whatever_the_termination_head_says():
     M, N = 4, 4
     model = Recorder(tiny_model(E=2, M=M))
@@ -330,20 +309,6 @@ def test_a_base_tipped_past_fall_tilt_is_a_fall_whatever_the_termination_head_sa
     assert not sim.step(torch.zeros(N, 12)).base_contact.any()
     with pytest.raises(ConfigError, match="imagination.fall_tilt = 0"):
         ImaginationCfg(fall_tilt=0.0)
-
-
-def test_a_step_beyond_halt_epistemic_ends_the_episode_like_a_fall():
-    M, N = 4, 64
-    model = Recorder(tiny_model(E=3, M=M))
-    model.force_termination = torch.zeros(N, dtype=torch.bool)  # the head predicts no fall anywhere
-    sim = ImaginationSimulator(model, random_windows(M), N, ImaginationCfg(fall_tilt=math.pi), seed=2)
-    assert not sim.step(torch.zeros(N, 12)).base_contact.any()  # off by default
-    halt = float(sim.uncertainty.median())
-    sim.cfg = ImaginationCfg(fall_tilt=math.pi, halt_epistemic=halt)
-    fell = sim.step(torch.zeros(N, 12)).base_contact
-    assert torch.equal(fell, sim.uncertainty > halt) and 0 < int(fell.sum()) < N
-    with pytest.raises(ConfigError, match="imagination.halt_epistemic = -1"):
-        ImaginationCfg(halt_epistemic=-1.0)
 
 
 # ------------------------------------------------------------------------------ members

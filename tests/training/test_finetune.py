@@ -36,9 +36,7 @@ def finetune_cfg(log_root, load_run, iterations=2, extra=()):
 
 def test_tiny_finetune_run_learns_in_imagination_and_checkpoints(pretrain_run, tmp_path):
     runner, summary = train(finetune_cfg(tmp_path, pretrain_run, iterations=2,
-                                         extra=("env.reward_weights.uncertainty=-1.0",
-                                                "imagination.episode_start_share=0.5",
-                                                "imagination.before_fall_share=0.25")))
+                                         extra=("env.reward_weights.uncertainty=-1.0",)))
     assert summary["iterations"] == 2
     assert type(runner.env.sim).__name__ == "ImaginationSimulator"  # PPO's data is imagined
     last = runner.history[-1]

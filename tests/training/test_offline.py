@@ -67,7 +67,7 @@ def test_offline_trains_in_imagination_without_a_simulator(dataset, tmp_path, no
     assert first["Offline/validation_windows"] > 0 and math.isfinite(first["Offline/validation_autoregressive_error"])
     # calibration of the ensemble (E = 2 here): a correlation, so within [-1, 1]
     assert -1.0 <= first["Offline/validation_uncertainty_error_correlation"] <= 1.0
-    assert first["Offline/validation_epistemic"] > 0  # the level env.uncertainty_offset can be set to
+    assert first["Offline/validation_epistemic"] > 0
     assert "Offline/validation_windows" not in last  # logged once
     assert math.isfinite(first["Offline/fit_loss_total"])
     # the uncertainty penalty is a reward term, and a negative one
@@ -81,23 +81,6 @@ def test_offline_trains_in_imagination_without_a_simulator(dataset, tmp_path, no
     assert {"model_state_dict", "system_dynamics_state_dict", "system_dynamics_optimizer_state_dict"} <= set(payload)
     assert payload["config"]["mode"] == "offline"
     assert payload["config"]["offline"]["dataset"] == str(dataset)
-
-
-def test_the_uncertainty_penalty_starts_late_and_ramps_up(dataset, tmp_path, no_simulator):
-    from rwm.tasks.anymal_d_flat import OfflineCfg
-
-    ramp = OfflineCfg(penalty_start_iteration=2, penalty_ramp_iterations=4)
-    assert [ramp.penalty_scale(it) for it in range(8)] == [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
-    assert [OfflineCfg(penalty_start_iteration=1).penalty_scale(it) for it in range(3)] == [0.0, 1.0, 1.0]
-    with pytest.raises(ConfigError, match="offline.penalty_ramp_iterations = -1"):
-        OfflineCfg(penalty_ramp_iterations=-1)
-
-    # 4 iterations: off in the first two, half of -1.0 in the third, whole in the fourth
-    cfg = offline_cfg(tmp_path, dataset, iterations=4, extra=("offline.penalty_start_iteration=2",
-                                                             "offline.penalty_ramp_iterations=2"))
-    runner, _ = train(cfg)
-    assert [row["Offline/penalty_scale"] for row in runner.history] == [0.0, 0.0, 0.5, 1.0]
-    assert runner.env.uncertainty_weight == -1.0
 
 
 def test_ppo_starts_from_a_policy_cloned_from_the_datasets_best_episodes(dataset, tmp_path, no_simulator):

@@ -135,55 +135,6 @@ def test_window_continuous_across_physical_wrap_is_valid():
     assert batch["state"][0, :, COUNTER].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
 
 
-def test_a_share_of_windows_begins_with_an_episode():
-    buffer = ReplayBuffer(2, 30, state_dim=6, action_dim=2, contact_dim=3)
-    events = [[CONTINUE, CONTINUE]] * 20
-    events[6], events[13] = [FALL, CONTINUE], [TIME_OUT, CONTINUE]
-    log = _fill(buffer, events)
-    first_records = {(e, records[0][0]) for e, records in enumerate(log)}
-    first_records |= {(e, b[0]) for e, records in enumerate(log) for a, b in zip(records, records[1:]) if a[1] != b[1]}
-    batch = buffer.sample(400, 3, generator=torch.Generator().manual_seed(0), episode_start_share=0.5)
-    _check_windows(batch, buffer, 3)
-    begins = [(int(w[0, ENV]), int(w[0, COUNTER])) in first_records for w in batch["state"]]
-    assert all(begins[:200])
-    assert not all(begins[200:])  # the rest are drawn among all valid windows (4 of ~50 begin an episode)
-
-    wrapped = ReplayBuffer(1, 5, state_dim=6, action_dim=2, contact_dim=3)
-    _fill(wrapped, [[CONTINUE]] * 8)  # the episode's first record is overwritten: uniform draws instead
-    batch = wrapped.sample(3, 5, generator=torch.Generator().manual_seed(0), episode_start_share=1.0)
-    assert batch["state"][:, 0, COUNTER].tolist() == [3.0, 3.0, 3.0]
-
-
-def test_a_share_of_windows_ends_shortly_before_a_fall():
-    buffer = ReplayBuffer(2, 40, state_dim=6, action_dim=2, contact_dim=3)
-    events = [[CONTINUE, CONTINUE]] * 20
-    events[6], events[13] = [FALL, CONTINUE], [TIME_OUT, CONTINUE]
-    events[10], events[16] = [CONTINUE, RESET], [CONTINUE, FALL]
-    _fill(buffer, events)
-    # env 0: records 0-6 and the fall's terminal record 7; records 8-14 and a time-out's terminal 15.
-    # env 1: records 0-10, a reset; records 11-16 and the fall's terminal record 17.
-    # Windows of 3 whose last record is 1 or 2 records before a fall, as (env, first record):
-    expected = {(0, 3), (0, 4), (1, 13), (1, 14)}
-    batch = buffer.sample(400, 3, generator=torch.Generator().manual_seed(0), before_fall_share=0.5,
-                          before_fall_steps=2)
-    _check_windows(batch, buffer, 3)
-    drawn = [(int(w[0, ENV]), int(w[0, COUNTER])) for w in batch["state"]]
-    assert set(drawn[:200]) == expected  # never the windows before the time-out (env 0, 11 and 12)
-    assert not set(drawn[200:]) <= expected  # the rest among all valid windows
-
-    both = buffer.sample(400, 3, generator=torch.Generator().manual_seed(1), episode_start_share=0.25,
-                         before_fall_share=0.5, before_fall_steps=2)
-    drawn = [(int(w[0, ENV]), int(w[0, COUNTER])) for w in both["state"]]
-    assert {counter for _, counter in drawn[:100]} <= {0, 8, 16, 11, 18}  # episode starts first
-    assert set(drawn[100:300]) == expected
-
-    no_fall = ReplayBuffer(1, 20, state_dim=6, action_dim=2, contact_dim=3)
-    _fill(no_fall, [[CONTINUE]] * 5 + [[TIME_OUT]] + [[CONTINUE]] * 5)  # no fall: uniform draws instead
-    batch = no_fall.sample(50, 3, generator=torch.Generator().manual_seed(0), before_fall_share=1.0)
-    _check_windows(batch, no_fall, 3)
-    assert len({int(w[0, COUNTER]) for w in batch["state"]}) > 2
-
-
 def test_terminal_record_is_last_and_keeps_its_flag():
     buffer = ReplayBuffer(1, 20, state_dim=6, action_dim=2, contact_dim=3)
     _fill(buffer, [[CONTINUE], [CONTINUE], [FALL], [CONTINUE], [TIME_OUT]])

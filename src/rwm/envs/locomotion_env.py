@@ -30,16 +30,12 @@ from rwm.sim.state import NUM_JOINTS, check_actions, to_system_vectors
 
 @dataclass
 class LocomotionEnvCfg:
-    episode_length_s: float = 20.0
-    commands: CommandCfg = field(default_factory=CommandCfg)
-    noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)
+    episode_length_s: float = 20.0  # s before an episode times out
+    commands: CommandCfg = field(default_factory=CommandCfg)  # the velocity commands to track
+    noise: ObservationNoiseCfg = field(default_factory=ObservationNoiseCfg)  # noise on the policy observation
+    # weight of every reward term (rwm.envs.mdp.rewards), plus "uncertainty" in imagination; 0 drops a term
     reward_weights: dict[str, float] = field(default_factory=lambda: dict(FLAT_REWARD_WEIGHTS))
     feet_air_time_threshold: float = 0.5  # s
-    # Epistemic uncertainty up to this level goes unpenalised: the uncertainty term is
-    # w_u * max(0, epistemic - offset) * dt. 0 is RWM-U's penalty; an ensemble that disagrees
-    # even on its own training data (Offline logs it as Offline/validation_epistemic) can be offset by
-    # that level, so the penalty prices leaving the data rather than walking at all.
-    uncertainty_offset: float = 0.0
     # Actions are clipped to [-clip_actions, clip_actions] before they reach the simulator (rsl_rl's
     # VecEnv wrapper setting; None: unclipped). Everything downstream (simulator, rewards, the last
     # action in the observation, recorded data) sees the clipped action; PPO keeps its own sample.
@@ -49,8 +45,6 @@ class LocomotionEnvCfg:
         check(self.episode_length_s > 0, f"env.episode_length_s = {self.episode_length_s}; expected > 0.")
         check(self.clip_actions is None or (math.isfinite(self.clip_actions) and self.clip_actions > 0),
               f"env.clip_actions = {self.clip_actions}; expected null (no clipping) or a finite number > 0.")
-        check(math.isfinite(self.uncertainty_offset) and self.uncertainty_offset >= 0,
-              f"env.uncertainty_offset = {self.uncertainty_offset}; expected a finite number >= 0.")
         unknown = sorted(set(self.reward_weights) - set(REWARD_TERMS) - {"uncertainty"})
         check(not unknown, f"env.reward_weights has unknown term(s) {unknown}; expected names from "
                            f"{sorted(REWARD_TERMS)}.")
@@ -155,9 +149,8 @@ class LocomotionEnv:
             value = term(ctx) * (weight * self.step_dt)
             self.episode_sums[name] += value
             total += value
-        if "uncertainty" in self.episode_sums:
-            excess = (self.sim.uncertainty - self.cfg.uncertainty_offset).clamp(min=0.0)
-            value = excess * (self.uncertainty_weight * self.step_dt)
+        if "uncertainty" in self.episode_sums:  # RWM-U's penalty: w_u * epistemic uncertainty * dt
+            value = self.sim.uncertainty * (self.uncertainty_weight * self.step_dt)
             self.episode_sums["uncertainty"] += value
             total += value
         return total

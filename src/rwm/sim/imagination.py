@@ -15,8 +15,8 @@ environments, with a fresh window, a fresh context and a fresh ensemble member (
 stale context or never reset, docs/upstream.md #4 and #19).
 
 Alignment at reset (the training alignment, docs/architecture.md#conventions). A window's
-`action[k]` is the action taken *from* `state[k]`, and the model is trained so that M states with their M actions predict state
-M. The window's last state is taken as the current state s_t; its recorded action is *not* used,
+`action[k]` is the action taken *from* `state[k]`, and the model is trained so that M states
+with their M actions predict state M. The window's last state is taken as the current state s_t; its recorded action is *not* used,
 because the policy is about to choose a_t. The context is warmed up on the first M-1 records
 (states s_{t-M+1..t-1} with their actions), and `step(a_t)` feeds (s_t, a_t) as the M-th step, so
 the first imagined state s_{t+1} is predicted from exactly M real states and their actions, as in
@@ -71,63 +71,25 @@ class ImaginationCfg:
     # RWM-U: every episode rolls out one ensemble member drawn at its reset (model_ids), so
     # episodes differ in the model they see; False uses the ensemble mean.
     member_per_episode: bool = True
-    # rad. A predicted base tilted further than this from upright counts as a fall (base contact)
-    # even when the termination head says otherwise: falls are rare in the data (404 of the 1 M
-    # records of the benchmark's mixed dataset), so the head learns to almost never fire, and a
-    # policy in imagination then rolls the robot over without ending its episode. Real robots that
-    # are not falling stay below 27 deg on flat ground (99.9 % of that dataset's records); real
-    # falls pass 20-50 deg half a second before the base touches down. Continuing a Finetune run for 300
-    # iterations at 40 deg took its real fall rate from 0.13 to 0.06, where 300 at 60 deg had not
-    # lowered it (0.12 -> 0.13). pi turns the rule off.
+    # rad; a predicted base tilted further than this from upright counts as a fall even when the
+    # termination head says otherwise (falls are rare in the data, so the head seldom fires;
+    # docs/results.md). pi turns the rule off.
     fall_tilt: float = 0.7
-    # Share of imagined episodes that start from a window beginning with a recorded episode, i.e.
-    # with the robot one history length (0.64 s) after a real reset. Uniform draws almost never
-    # start there, yet real episodes begin at a reset and policies trained in imagination fall in
-    # their first 1.5 s.
-    episode_start_share: float = 0.0
-    # Share of imagined episodes that start from a window ending `before_fall_s` or less before a
-    # recorded fall (real robots of the run, or of the dataset, on their way down), so the policy
-    # practises recovering from the states its real falls come from. Uniform draws seldom start
-    # there: 2 % of the windows of a 1 M-record mixed dataset end within 1 s of one of its ~400 falls.
-    before_fall_share: float = 0.0
-    before_fall_s: float = 1.0
-    # Imagined pushes, like the real simulator's (sim.randomization.push): every push_interval_s an
-    # episode's predicted base velocity gets a uniform push_vel_xy (m/s) added to its x and y, and
-    # the model rolls on from the pushed state. The real robots that feed the world model are
-    # pushed, so it has seen how a pushed robot moves; a policy trained in imagination without
-    # pushes never practises recovering from a disturbance. The interval is shorter than the real
-    # 10-15 s because imagined episodes last 5.12 s. Added in the body frame (the model does not
-    # know yaw); on flat ground that differs from the real world-frame push by the base's tilt only.
+    # Imagined pushes, like the real simulator's: the predicted base velocity of an episode gets a
+    # push, so the policy practises recovering (added in the body frame: the model does not know yaw).
     push: bool = False
+    # s between imagined pushes, drawn uniformly (shorter than the real 10-15 s: imagined episodes last 5.12 s)
     push_interval_s: tuple[float, float] = (2.0, 4.0)
-    push_vel_xy: tuple[float, float] = (-0.5, 0.5)
-    # An imagined step whose epistemic uncertainty exceeds this ends the episode like a fall, so
-    # the task's termination penalty prices it (MOReL's HALT: an offline policy learns to stay
-    # where the ensemble agrees rather than pay a small per-step cost for leaving). 0: off.
-    halt_epistemic: float = 0.0
+    push_vel_xy: tuple[float, float] = (-0.5, 0.5)  # m/s added to the base's x and y velocity by a push
 
     def __post_init__(self) -> None:
         check(isinstance(self.sample_state, bool), f"imagination.sample_state = {self.sample_state!r}; expected a bool.")
         check(isinstance(self.member_per_episode, bool),
               f"imagination.member_per_episode = {self.member_per_episode!r}; expected a bool.")
         check(0 < self.fall_tilt <= math.pi, f"imagination.fall_tilt = {self.fall_tilt}; expected a value in (0, pi] rad.")
-        check(0.0 <= self.episode_start_share <= 1.0,
-              f"imagination.episode_start_share = {self.episode_start_share}; expected a value in [0, 1].")
-        check(0.0 <= self.before_fall_share <= 1.0 - self.episode_start_share,
-              f"imagination.before_fall_share = {self.before_fall_share}; expected a value in [0, 1 - "
-              f"imagination.episode_start_share] = [0, {1.0 - self.episode_start_share:g}].")
-        check(math.isfinite(self.before_fall_s) and self.before_fall_s > 0,
-              f"imagination.before_fall_s = {self.before_fall_s}; expected a number of seconds > 0.")
         check(isinstance(self.push, bool), f"imagination.push = {self.push!r}; expected a bool.")
         check_interval("imagination.push_interval_s", self.push_interval_s, low=1e-3)
         check_interval("imagination.push_vel_xy", self.push_vel_xy)
-        check(math.isfinite(self.halt_epistemic) and self.halt_epistemic >= 0,
-              f"imagination.halt_epistemic = {self.halt_epistemic}; expected a number >= 0 (0: off).")
-
-    def window_draw(self, step_dt: float) -> dict[str, float | int]:
-        """Keyword arguments of `ReplayBuffer.sample` that draw imagination's starting windows."""
-        return {"episode_start_share": self.episode_start_share, "before_fall_share": self.before_fall_share,
-                "before_fall_steps": max(1, round(self.before_fall_s / step_dt))}
 
 
 class ImaginationSimulator:
@@ -233,8 +195,6 @@ class ImaginationSimulator:
         gravity = system_state[:, STATE_SLICES["projected_gravity"]]  # (N, 3), -z is upright
         cos_tilt = -gravity[:, 2] / gravity.norm(dim=-1).clamp(min=1e-6)
         ended = (cos_tilt < math.cos(self.cfg.fall_tilt)).unsqueeze(-1)  # (N, 1) tipped over
-        if self.cfg.halt_epistemic > 0:
-            ended |= (out.epistemic > self.cfg.halt_epistemic).unsqueeze(-1)  # or left what the model knows
         self._system_termination = termination.masked_fill(ended, 1.0)
         # World yaw rate = z row of R (body -> world) times omega; that row is -projected gravity.
         ang_vel = system_state[:, STATE_SLICES["base_ang_vel"]]

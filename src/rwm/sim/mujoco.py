@@ -7,8 +7,9 @@ history, docs/architecture.md#observations). The actuators (PD + DC-motor torque
 are MuJoCo `dcmotor` actuators, so no Python runs between substeps.
 
 Randomisation follows docs/architecture.md#the-real-simulator: at start-up, per-environment
-friction, added base mass and base centre-of-mass offset (through the batch's per-simulation model fields); at reset, base
-pose and velocity and scaled default joint positions; every 10-15 s, a push.
+friction, added base mass and base centre-of-mass offset (through the batch's per-simulation
+model fields); at reset, base pose and velocity and scaled default joint positions; every
+10-15 s, a push.
 
 `sim.robot_variant` and `sim.robot` change the robot itself (payload, motors, joints, gains,
 latency, feet: rwm.sim.robot_variant); the randomisation acts on the changed robot.
@@ -36,10 +37,10 @@ MODEL_PATH = resources.files("rwm.robots") / "anymal_d" / "anymal_d.xml"
 class SolverCfg:
     """MuJoCo solver settings; the defaults are the measured fast-and-stable choice (bench/solver_settings.py)."""
 
-    integrator: Literal["implicitfast", "euler", "implicit", "rk4"] = "implicitfast"
-    cone: Literal["pyramidal", "elliptic"] = "pyramidal"
-    iterations: int = 4
-    ls_iterations: int = 6
+    integrator: Literal["implicitfast", "euler", "implicit", "rk4"] = "implicitfast"  # MuJoCo's integrator
+    cone: Literal["pyramidal", "elliptic"] = "pyramidal"  # friction cone model
+    iterations: int = 4  # constraint-solver iterations per physics step
+    ls_iterations: int = 6  # line-search iterations per solver iteration
 
     def __post_init__(self) -> None:
         check(self.iterations >= 1, f"solver.iterations = {self.iterations}; expected >= 1.")
@@ -57,8 +58,8 @@ class RandomizationCfg:
     base_vel: tuple[float, float] = (-0.5, 0.5)  # m/s and rad/s, each of the 6 components
     joint_pos_scale: tuple[float, float] = (0.5, 1.5)  # multiplies the default joint positions
     # interval pushes
-    push: bool = True
-    push_interval_s: tuple[float, float] = (10.0, 15.0)
+    push: bool = True  # push the robots at intervals
+    push_interval_s: tuple[float, float] = (10.0, 15.0)  # s between pushes, drawn uniformly
     push_vel_xy: tuple[float, float] = (-0.5, 0.5)  # m/s added to world-frame vx, vy
     # at start-up, per environment
     # robot geoms (terrain friction 1.0, multiplied); a draw d scales a geom's own coefficient c (0.8 unless
@@ -97,8 +98,8 @@ class MujocoSimCfg:
     contact_threshold: float = 1.0  # N
     contact_history: int = 3  # physics steps over which the contact force maximum is taken
     num_threads: int = 0  # MuJoCo batch threads; 0 = all CPUs
-    solver: SolverCfg = field(default_factory=SolverCfg)
-    randomization: RandomizationCfg = field(default_factory=RandomizationCfg)
+    solver: SolverCfg = field(default_factory=SolverCfg)  # MuJoCo solver settings
+    randomization: RandomizationCfg = field(default_factory=RandomizationCfg)  # domain randomisation
     robot_variant: str = "nominal"  # a named changed robot (rwm.sim.robot_variant.PRESETS); sim.robot fields set win
     robot: RobotCfg = field(default_factory=RobotCfg)  # physical changes of the robot; unset ones follow robot_variant
 

@@ -45,9 +45,9 @@ Scale = Literal["cpu", "paper"]
 class PolicyCfg:
     """Gaussian MLP actor-critic (docs/architecture.md#ppo): actor 48 -> hidden -> 12, critic 48 -> hidden -> 1."""
 
-    actor_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])
-    critic_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])
-    activation: Literal["elu", "relu", "tanh"] = "elu"
+    actor_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])  # hidden layer widths of the actor
+    critic_hidden_dims: list[int] = field(default_factory=lambda: [128, 128, 128])  # hidden layer widths of the critic
+    activation: Literal["elu", "relu", "tanh"] = "elu"  # activation of both networks
     init_noise_std: float = 1.0  # initial std of every action dimension
     # Running mean/std normalisation of actor and critic inputs. Off in the paper; on at CPU
     # scale because joint velocities (tens of rad/s) and unit-scale commands share one input
@@ -67,18 +67,18 @@ class PolicyCfg:
 class PPOCfg:
     """Every PPO number (docs/architecture.md#ppo; rsl_rl / Isaac Lab values for flat ANYmal D)."""
 
-    num_learning_epochs: int = 5
-    num_mini_batches: int = 4
+    num_learning_epochs: int = 5  # passes over each rollout
+    num_mini_batches: int = 4  # mini-batches per pass
     clip_param: float = 0.2  # ratio clip, also the value-update clip
-    gamma: float = 0.99
-    lam: float = 0.95
-    value_loss_coef: float = 1.0
-    entropy_coef: float = 0.005
+    gamma: float = 0.99  # discount factor
+    lam: float = 0.95  # GAE lambda
+    value_loss_coef: float = 1.0  # weight of the value loss
+    entropy_coef: float = 0.005  # weight of the entropy bonus
     learning_rate: float = 1.0e-3  # initial Adam step; adapted by the KL rule when schedule="adaptive"
-    max_grad_norm: float = 1.0
-    use_clipped_value_loss: bool = True
-    schedule: Literal["adaptive", "fixed"] = "adaptive"
-    desired_kl: float = 0.01
+    max_grad_norm: float = 1.0  # gradient-norm clip
+    use_clipped_value_loss: bool = True  # clip the value update to clip_param around the old values
+    schedule: Literal["adaptive", "fixed"] = "adaptive"  # "adaptive": the learning rate follows the KL rule
+    desired_kl: float = 0.01  # the KL the adaptive schedule aims at
     normalize_advantage_per_mini_batch: bool = False  # False: once over the whole rollout (rsl_rl)
 
     def __post_init__(self) -> None:
@@ -103,16 +103,16 @@ class EvalCfg:
     so the numbers measure the policy rather than the disturbances; both can be switched on.
     """
 
-    num_envs: int = 128
+    num_envs: int = 128  # robots measured
     seconds: float = 20.0  # simulated time; 20 s is one full episode per environment
-    observation_noise: bool = False
-    pushes: bool = False
+    observation_noise: bool = False  # the policy sees noisy observations while measured
+    pushes: bool = False  # the robots are pushed while measured
     seed: int = 1  # differs from the training seed so the policy meets unseen episodes
     video_envs: int = 4  # environments shown side by side in the video
     video_seconds: float = 10.0  # the video covers the first this-many seconds
-    video_fps: int = 25
+    video_fps: int = 25  # frames per second of the video
     video_width: int = 480  # pixels per environment tile
-    video_height: int = 360
+    video_height: int = 360  # pixels per environment tile
 
     def __post_init__(self) -> None:
         check(self.num_envs >= 1, f"runner.eval.num_envs = {self.num_envs}; expected >= 1.")
@@ -134,10 +134,10 @@ class RunnerCfg:
     init_at_random_ep_len: bool = True  # spread the first time-outs over an episode
     logger: Literal["tensorboard", "none"] = "tensorboard"  # metrics.jsonl is always written
     console: Literal["summary", "line", "none"] = "summary"  # per-iteration console output
-    progress_bar: bool = True
+    progress_bar: bool = True  # a progress bar on stderr
     run_name: str = ""  # appended to the run directory's time stamp
     log_root: str = "logs"  # runs go to <log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run_name>]/
-    eval: EvalCfg = field(default_factory=EvalCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)  # how `rwm play` measures a policy
 
     def __post_init__(self) -> None:
         check(self.num_steps_per_env >= 1, f"runner.num_steps_per_env = {self.num_steps_per_env}; expected >= 1.")
@@ -158,9 +158,9 @@ class WorldModelLearningCfg:
     replay_capacity: int = 1000  # records kept per environment (published: 1000)
     holdout_fraction: float = 0.1  # share of environments never trained on: the evaluation's data
     eval_interval: int = 50  # iterations between autoregressive evaluations (and plots)
-    eval_num_windows: int = 64  # paper: 100
+    eval_num_windows: int = 64  # windows per evaluation; paper: 100
     eval_length: int = 400  # history + predicted steps (published: 32 + 368)
-    eval_noise_scales: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.5, 0.8])
+    eval_noise_scales: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.4, 0.5, 0.8])  # input noise
     num_visualizations: int = 4  # windows drawn in the trajectory plot
 
     def __post_init__(self) -> None:
@@ -191,9 +191,9 @@ class FinetuneCfg:
     initial_real_steps: int = 100  # real steps collected before imagining (>= the model's history)
     warmup_iterations: int = 0  # iterations that update only the world model (paper: 500)
     real_eval_interval: int = 100  # iterations between evaluations in the real simulator (`rwm play` metrics)
-    real_eval_num_envs: int = 64
-    # A whole 20 s episode, as `rwm play`: its command changes at 10 s, and most falls of a policy
-    # trained in imagination come within 2 s of a command change, which a 10 s evaluation never sees.
+    real_eval_num_envs: int = 64  # robots of each evaluation in the real simulator
+    # s of each evaluation: a whole episode, as `rwm play`, so that it sees the command change at 10 s
+    # (most falls of a policy trained in imagination come soon after one)
     real_eval_seconds: float = 20.0
     # Recorded real data (an rwm dataset, e.g. `rwm dataset record` from the Pretrain run's
     # checkpoints) the world model keeps learning from beside the few new real robots, so its
@@ -231,26 +231,18 @@ class OfflineCfg:
     fit_updates: int = -1
     updates_per_iteration: int = 0  # world-model mini-batch updates per iteration during policy learning (0: frozen)
     world_model_checkpoint: str = ""  # start from a trained world model (run checkpoint or `rwm import-upstream` file)
-    # The uncertainty penalty is off before iteration `penalty_start_iteration` (0-based), then grows
-    # linearly to its full weight over `penalty_ramp_iterations` (0: at once). Learning to walk
-    # under the full penalty from the first iteration, PPO settles on standing, where the ensemble
-    # agrees; a late penalty acts on a policy that already walks.
-    penalty_start_iteration: int = 0
-    penalty_ramp_iterations: int = 0
     # Before PPO, the policy imitates the dataset's best episodes (`rl.behavior_cloning`): this many
     # mini-batch updates of the actor on their recorded (policy observation, action) pairs; 0: PPO
     # starts from a random policy; -1: 2000 when the dataset has policy_observation and reward
-    # columns (`rwm dataset record` writes them), else 0. From a random policy, PPO in the fitted
-    # model learned to exploit it (real tracking 0.2-0.4 of PPO's, falls 0.4-0.98).
+    # columns (`rwm dataset record` writes them), else 0. PPO from a random policy learns to exploit
+    # the fitted model (docs/results.md).
     behavior_cloning_updates: int = -1
     # Share of the training episodes cloned: those without a fall, ranked by mean reward per step.
     behavior_cloning_top_share: float = 0.25
     # Weight of the cloning loss (mean squared action error on a mini-batch of the cloned pairs)
     # added to every PPO mini-batch, keeping the policy near the data the world model knows
-    # (TD3+BC's anchor, on PPO). 0: the clone is only the starting point. On the CPU-scale mixed
-    # dataset, PPO with the penalty took the clone's real fall rate (0.035 of 512 robots) to 0.63
-    # within 150 iterations without the anchor and to 0.34 in 300 with weight 1; with weight 10 it
-    # was 0.014 after 300.
+    # (TD3+BC's anchor, on PPO; weights 0 and 1 fell far more often, docs/results.md). 0: the clone
+    # is only the starting point.
     behavior_cloning_weight: float = 10.0
 
     def __post_init__(self) -> None:
@@ -260,10 +252,6 @@ class OfflineCfg:
               f"offline.behavior_cloning_weight = {self.behavior_cloning_weight}; expected a number >= 0.")
         check(0.0 < self.behavior_cloning_top_share <= 1.0,
               f"offline.behavior_cloning_top_share = {self.behavior_cloning_top_share}; expected a value in (0, 1].")
-        check(self.penalty_start_iteration >= 0,
-              f"offline.penalty_start_iteration = {self.penalty_start_iteration}; expected >= 0.")
-        check(self.penalty_ramp_iterations >= 0,
-              f"offline.penalty_ramp_iterations = {self.penalty_ramp_iterations}; expected >= 0.")
         check(0.0 <= self.validation_fraction < 1.0,
               f"offline.validation_fraction = {self.validation_fraction}; expected a value in [0, 1).")
         check(self.fit_updates >= -1, f"offline.fit_updates = {self.fit_updates}; expected >= 0 (or -1: automatic).")
@@ -281,14 +269,6 @@ class OfflineCfg:
             return self.fit_updates
         return 0 if self.world_model_checkpoint else 2000
 
-    def penalty_scale(self, iteration: int) -> float:
-        """Share of the full uncertainty penalty applied in iteration `iteration` (0-based)."""
-        if iteration < self.penalty_start_iteration:
-            return 0.0
-        if self.penalty_ramp_iterations == 0:
-            return 1.0
-        return min(1.0, (iteration - self.penalty_start_iteration + 1) / self.penalty_ramp_iterations)
-
 
 # ----------------------------------------------------------------------------- the task
 # The optional sections of a task, the modes that use them, and how an error names those (so an
@@ -305,21 +285,21 @@ _SECTIONS = ("env", "sim", "policy", "algorithm", "runner", *_SECTION_USE)
 
 @dataclass
 class TaskCfg:
-    task_id: str = "Velocity-Flat-Anymal-D-Init-v0"
-    mode: Mode = "init"
+    task_id: str = "Velocity-Flat-Anymal-D-Init-v0"  # the registered task (`rwm list`)
+    mode: Mode = "init"  # what the run trains and on what (Init, Pretrain, Finetune, Offline, Visualize)
     scale: Scale = "cpu"  # a label; `with_scale` sets the values it stands for
-    experiment_name: str = "anymal_d_flat"
-    num_envs: int = 1024
-    seed: int = 0
-    device: str = "cpu"
-    env: LocomotionEnvCfg = field(default_factory=LocomotionEnvCfg)
-    sim: MujocoSimCfg = field(default_factory=MujocoSimCfg)
-    policy: PolicyCfg = field(default_factory=PolicyCfg)
-    algorithm: PPOCfg = field(default_factory=PPOCfg)
-    runner: RunnerCfg = field(default_factory=RunnerCfg)
+    experiment_name: str = "anymal_d_flat"  # runs go to <runner.log_root>/<experiment_name>/
+    num_envs: int = 1024  # robots stepped in parallel (imagined ones in Finetune and Offline)
+    seed: int = 0  # seeds networks, environments and sampling
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:<index>"
+    env: LocomotionEnvCfg = field(default_factory=LocomotionEnvCfg)  # the task: commands, noise, rewards, episodes
+    sim: MujocoSimCfg = field(default_factory=MujocoSimCfg)  # the real simulator
+    policy: PolicyCfg = field(default_factory=PolicyCfg)  # the actor-critic network
+    algorithm: PPOCfg = field(default_factory=PPOCfg)  # PPO
+    runner: RunnerCfg = field(default_factory=RunnerCfg)  # the training loop, its output and `rwm play`
     # Modes that learn or use a world model (Pretrain, Finetune, Offline) set these; Init has none.
-    world_model: WorldModelCfg | None = None
-    world_model_learning: WorldModelLearningCfg | None = None
+    world_model: WorldModelCfg | None = None  # the world model and its training
+    world_model_learning: WorldModelLearningCfg | None = None  # its replay data and evaluation during a run
     finetune: FinetuneCfg | None = None  # Finetune only
     offline: OfflineCfg | None = None  # Offline only
     imagination: ImaginationCfg | None = None  # how the world model is rolled out (Finetune, Offline)
@@ -388,17 +368,31 @@ def with_scale(cfg: TaskCfg, scale: Scale) -> TaskCfg:
 
 # Settings that earlier versions stored in `finetune` or `offline` and that now live in `imagination`.
 _MOVED_TO_IMAGINATION = ("sample_state", "member_per_episode", "fall_tilt")
+# Settings that earlier versions had and rwm no longer has: experiments that did not help
+# (docs/results.md, "What did not help"). Stored configurations that name them still load.
+REMOVED_SETTINGS = ("env.uncertainty_offset", "imagination.episode_start_share", "imagination.before_fall_share",
+                    "imagination.before_fall_s", "imagination.halt_epistemic", "offline.penalty_start_iteration",
+                    "offline.penalty_ramp_iterations")
 
 
 def stored_task_cfg(data: Mapping[str, Any], source: str | Path) -> TaskCfg:
     """The `TaskCfg` a checkpoint stored (its "config"), with settings that have since moved section
-    carried over, so runs of earlier versions still resume and evaluate."""
+    carried over and removed ones dropped (one line says which), so runs of earlier versions still
+    resume and evaluate."""
     data = {name: dict(value) if isinstance(value, Mapping) else value for name, value in data.items()}
     for old in ("finetune", "offline"):
         moved = {key: data[old].pop(key) for key in _MOVED_TO_IMAGINATION
                  if isinstance(data.get(old), dict) and key in data[old]}
         if moved and (data.get("imagination") is None or isinstance(data["imagination"], dict)):
             data["imagination"] = {**moved, **(data.get("imagination") or {})}
+    dropped = []
+    for name in REMOVED_SETTINGS:
+        section, key = name.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            dropped.append(f"{name}={data[section].pop(key)}")
+    if dropped:
+        print(f"[rwm] '{source}' names settings rwm no longer has (experiments that did not help, see "
+              f"docs/results.md); ignoring {', '.join(dropped)}", flush=True)
     try:
         return from_dict(TaskCfg, data)
     except ConfigError as error:
@@ -431,9 +425,7 @@ def pretrain_cfg() -> TaskCfg:
 
     At CPU scale its PPO uses the Init weights: the world model can only teach Finetune the gaits
     it has seen, and within 600 iterations x 1024 robots the flat weights (the published Pretrain
-    weights, kept at `scale=paper`'s 2000 x 4096) never reach walking (measured: the
-    track_lin_vel_xy_exp episode sum stays at 0.16-0.26 against Init's 0.9), while the Init weights
-    walk from about iteration 350.
+    weights, kept at `scale=paper`'s 2000 x 4096) never reached walking (docs/results.md).
     """
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Pretrain-v0", mode="pretrain",
                    env=LocomotionEnvCfg(reward_weights=dict(INIT_REWARD_WEIGHTS)),
@@ -462,14 +454,13 @@ def finetune_cfg() -> TaskCfg:
     """Mode Finetune: MBPO-PPO, the policy learns only in imagination (world model from a Pretrain run)."""
     env = imagined_env_cfg(uncertainty_weight=0.0)
     env.noise.enabled = False  # no observation corruption in Finetune (docs/architecture.md#observations)
-    # Practise the fast commands policies fall on most, and (below) push the imagined robots: with
-    # both, a CPU-scale run from scratch fell in 0.031 of 512 real robots (mean of its last five
-    # checkpoints 0.038); with pushes alone in 0.065 (mean 0.094).
+    # Practise the fast commands policies fall on most, and (below) push the imagined robots: the
+    # two together helped, pushes alone did not (docs/results.md).
     env.commands.fast_share = 0.3
     # The model arrives trained (Pretrain): one mini-batch per iteration keeps it following the
     # policy's new states at a quarter of Pretrain's update cost, which would otherwise dominate.
-    # From a random policy, imagined walking takes off after about 550 iterations at CPU scale and
-    # the real tracking levels off near 1500 (1.8 s per iteration on 2 cores).
+    # 1800 iterations: from a random policy, imagined walking takes off after about 550 at CPU scale
+    # and the real tracking levels off near 1500.
     return TaskCfg(task_id="Velocity-Flat-Anymal-D-Finetune-v0", mode="finetune", env=env,
                    runner=RunnerCfg(run_name="finetune", max_iterations=1800),
                    world_model=WorldModelCfg(num_mini_batches=1),

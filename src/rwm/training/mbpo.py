@@ -122,12 +122,10 @@ def build_finetune(cfg: TaskCfg, device: torch.device
         raise ValueError(f"no real episode lasted the world model's history of {history} steps during the "
                          f"{ft.initial_real_steps} initial steps; raise finetune.initial_real_steps.")
 
-    draw = cfg.imagination.window_draw(real_env.step_dt)
-
     def initial_windows(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         draw_recorded = None if learner.recorded is None else (
-            lambda m: learner.recorded.sample(m, history, generator, **draw))
-        return mixed_windows(n, ft.dataset_share, lambda m: learner.buffer.sample(m, history, generator, **draw),
+            lambda m: learner.recorded.sample(m, history, generator))
+        return mixed_windows(n, ft.dataset_share, lambda m: learner.buffer.sample(m, history, generator),
                              draw_recorded)
 
     simulator = ImaginationSimulator(

@@ -203,9 +203,8 @@ def build_offline(cfg: TaskCfg, device: torch.device) -> tuple[TaskCfg, Locomoti
     learner.holdout_envs = torch.arange(0, device=device)
 
     step_dt = float(info.get("step_dt") or 0.02)  # the control period the data was recorded at
-    draw = cfg.imagination.window_draw(step_dt)
     simulator = ImaginationSimulator(
-        learner.model, lambda n, generator: train_buffer.sample(n, history, generator, **draw), cfg.num_envs,
+        learner.model, lambda n, generator: train_buffer.sample(n, history, generator), cfg.num_envs,
         cfg.imagination, device=device, seed=cfg.seed, step_dt=step_dt)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
     extension = OfflineLearning(cfg, learner, val_buffer, fit_updates=fit_updates,
@@ -239,7 +238,6 @@ class OfflineLearning(RunnerExtension):
         self._epistemic = 0.0
         self._imagined_steps = 0
         self._imagined_resets = 0
-        self._penalty_scale = 1.0
 
     # ------------------------------------------------------------------ world model
     def _rounds(self, mini_batches: int) -> int:
@@ -355,7 +353,6 @@ class OfflineLearning(RunnerExtension):
         if self.clone_data is not None and self.off.behavior_cloning_weight > 0:
             self.anchor_to_clone(runner)
         self._pending = pending
-        self._set_penalty(runner, runner.current_iteration)
         # imagination was primed with the model as it was when the env was built: start it afresh
         env = runner.env
         env.reset()
@@ -387,11 +384,6 @@ class OfflineLearning(RunnerExtension):
         generator.manual_seed(self.cfg.seed + 4)
         runner.alg.auxiliary_loss = lambda: weight * cloning_loss(policy, observations, actions, 4096, generator)
 
-    def _set_penalty(self, runner, iteration: int) -> None:
-        """The uncertainty reward weight of iteration `iteration`: the configured one, scaled by the ramp."""
-        self._penalty_scale = self.off.penalty_scale(iteration)
-        runner.env.uncertainty_weight = self.cfg.env.reward_weights.get("uncertainty", 0.0) * self._penalty_scale
-
     def on_env_step(self, runner, obs, actions, rewards, dones, extras) -> None:
         sim = runner.env.sim
         self._epistemic += float(sim.uncertainty.mean())
@@ -402,10 +394,8 @@ class OfflineLearning(RunnerExtension):
         scalars = {
             "Imagination/epistemic_uncertainty": self._epistemic / max(1, self._imagined_steps),
             "Imagination/reset_share": self._imagined_resets / max(1, self._imagined_steps * runner.num_envs),
-            "Offline/penalty_scale": self._penalty_scale,
         }
         self._epistemic, self._imagined_steps, self._imagined_resets = 0.0, 0, 0
-        self._set_penalty(runner, iteration + 1)
         scalars.update(self._pending)
         self._pending = {}
         rounds = self._rounds(self.off.updates_per_iteration)

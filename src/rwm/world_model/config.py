@@ -58,9 +58,9 @@ class WorldModelCfg:
     ensemble_size: int = 5  # E heads of each kind; 1 = a single model (no epistemic estimate)
     history_horizon: int = 32  # M context steps before a forecast
     forecast_horizon: int = 8  # N autoregressive steps trained per window
-    base: Literal["gru", "lstm", "mlp"] = "gru"
-    rnn_num_layers: int = 2
-    rnn_hidden_size: int = 256
+    base: Literal["gru", "lstm", "mlp"] = "gru"  # the trunk: a recurrent network, or an MLP on the M-step window
+    rnn_num_layers: int = 2  # layers of the GRU / LSTM trunk
+    rnn_hidden_size: int = 256  # hidden units per layer of the GRU / LSTM trunk
     mlp_base_shape: tuple[int, ...] = (256, 256)  # "mlp" base: widths on the flattened M-step window
     state_mean_shape: tuple[int, ...] = (128,)  # hidden widths of each member's mean head
     state_logstd_shape: tuple[int, ...] | None = (128,)  # None: deterministic model (std 0)
@@ -75,33 +75,33 @@ class WorldModelCfg:
     # "mse": upstream's sampled MSE, sum_d (mu + sigma*eps - y)^2; it drives sigma down, so the
     # learned std is not calibrated. "gaussian_nll": sum_d [(y - mu)^2 / (2 sigma^2) + log sigma].
     state_loss: Literal["mse", "gaussian_nll"] = "mse"
-    state_loss_weight: float = 1.0
-    bound_loss_weight: float = 1.0  # mean_d(logstd_max) - mean_d(logstd_min)
-    contact_loss_weight: float = 1.0
-    termination_loss_weight: float = 1.0
-    extension_loss_weight: float = 1.0
-    # Positive-class weights of the BCE losses (a fall is rare, so its flag is easily ignored);
-    # None = unweighted, as upstream.
+    state_loss_weight: float = 1.0  # weight of the state loss
+    bound_loss_weight: float = 1.0  # weight of mean_d(logstd_max) - mean_d(logstd_min)
+    contact_loss_weight: float = 1.0  # weight of the contact BCE
+    termination_loss_weight: float = 1.0  # weight of the termination BCE
+    extension_loss_weight: float = 1.0  # weight of the extension heads' loss
+    # Positive-class weight of the contact BCE; None = unweighted, as upstream.
     contact_pos_weight: float | None = None
+    # Positive-class weight of the termination BCE (a fall is rare, so its flag is easily ignored); None = unweighted.
     termination_pos_weight: float | None = None
     bootstrap: bool = True  # each member trains on its own resampled (with replacement) windows
     freeze_auxiliary: bool = False  # no gradient to the auxiliary base and heads
 
     # --- optimisation (docs/architecture.md#world-model-training) --------------------------
-    learning_rate: float = 1.0e-3
-    weight_decay: float = 0.0
+    learning_rate: float = 1.0e-3  # Adam step size
+    weight_decay: float = 0.0  # Adam weight decay
     num_mini_batches: int = 4  # per update; paper: 20
     mini_batch_size: int = 256  # windows of M+N steps per mini-batch; paper: 5000
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # gradient-norm clip
 
     # --- normalisation (docs/architecture.md#normalisation) --------------------------------
     # "fixed": the statistics below (the published constants). "fitted": identity until
     # SystemDynamics.fit_normalizers(states, actions) computes them from data.
     normalizer: Literal["fixed", "fitted"] = "fixed"
-    state_mean: tuple[float, ...] = STATE_MEAN
-    state_std: tuple[float, ...] = STATE_STD
-    action_mean: tuple[float, ...] = ACTION_MEAN
-    action_std: tuple[float, ...] = ACTION_STD
+    state_mean: tuple[float, ...] = STATE_MEAN  # "fixed": the 45 state means
+    state_std: tuple[float, ...] = STATE_STD  # "fixed": the 45 state standard deviations
+    action_mean: tuple[float, ...] = ACTION_MEAN  # "fixed": the 12 action means
+    action_std: tuple[float, ...] = ACTION_STD  # "fixed": the 12 action standard deviations
 
     def __post_init__(self) -> None:
         check(self.ensemble_size >= 1, f"world_model.ensemble_size = {self.ensemble_size}; expected >= 1.")

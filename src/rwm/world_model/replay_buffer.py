@@ -128,15 +128,13 @@ class ReplayBuffer:
         oldest = (self.write_pos - self.num_stored) % self.capacity  # (N,)
         return (oldest[:, None] + torch.arange(self.capacity, device=self.device)) % self.capacity
 
-    def _valid(self, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(valid (N, C-L+1) bool over logical starts, flat indices of the valid entries, begins
-        (N * (C-L+1),) bool: the window's first record starts an episode); cached until a write."""
+    def _valid(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(valid (N, C-L+1) bool over logical starts, flat indices of the valid entries); cached until a write."""
         if ("valid", length) in self._window_cache:
             return self._window_cache["valid", length]
         n, c = self.num_envs, self.capacity
         if length > c:
             valid = torch.zeros(n, 0, dtype=torch.bool, device=self.device)
-            begins = valid
         else:
             phys = self._logical_index()  # (N, C)
             terminal = self.terminal.gather(1, phys)  # (N, C) in time order
@@ -149,60 +147,30 @@ class ReplayBuffer:
             start = torch.arange(c - length + 1, device=self.device)
             stored = start[None, :] + length <= self.num_stored[:, None]  # never crosses the seam
             valid = no_break & stored
-            begins = starts[:, :c - length + 1]
-        result = (valid, torch.nonzero(valid.flatten()).flatten(), begins.flatten())
+        result = (valid, torch.nonzero(valid.flatten()).flatten())
         self._window_cache["valid", length] = result
-        return result
-
-    def _steps_to_fall(self, length: int) -> torch.Tensor:
-        """(N * (C-L+1),) long over logical window starts: records from the window's last one to the
-        terminal record of the fall that ends its episode, -1 when the episode ends otherwise or is
-        not over (only meaningful for valid windows); cached until a write."""
-        if ("to_fall", length) in self._window_cache:
-            return self._window_cache["to_fall", length]
-        n, c = self.num_envs, self.capacity
-        phys = self._logical_index()  # (N, C)
-        terminal = self.terminal.gather(1, phys)  # (N, C) in time order
-        starts = self.episode_start.gather(1, phys)
-        index = torch.arange(c, device=self.device).expand(n, c)
-        last = torch.zeros(n, c, dtype=torch.bool, device=self.device)  # record j ends its stretch
-        last[:, :-1] = terminal[:, :-1] | starts[:, 1:]
-        last |= index == (self.num_stored[:, None] - 1)  # the newest record ends the stored data
-        end = torch.where(last, index, torch.full_like(index, c))
-        end = end.flip(1).cummin(1).values.flip(1)  # (N, C) index of j's stretch's last record
-        fell = self.data["termination"].gather(1, phys[..., None].expand(n, c, self.dims["termination"]))
-        fell = (fell > 0.5).any(-1) & terminal  # (N, C) terminal record of a fall
-        ends_in_fall = (end < self.num_stored[:, None]) & fell.gather(1, end.clamp(max=c - 1))
-        steps = torch.where(ends_in_fall, end - index, torch.full_like(index, -1))  # per record
-        result = steps[:, length - 1:].flatten()  # per window: its last record's
-        self._window_cache["to_fall", length] = result
         return result
 
     def num_valid_windows(self, length: int, env_ids: torch.Tensor | None = None) -> int:
         """How many distinct valid windows of `length` records exist (optionally among `env_ids`)."""
         self._check_length(length)
-        valid, flat, _ = self._valid(length)
+        valid, flat = self._valid(length)
         if env_ids is None:
             return int(flat.numel())
         return int(valid[self._env_mask(env_ids)].sum())
 
     def sample(self, batch_size: int, length: int, generator: torch.Generator | None = None,
-               env_ids: torch.Tensor | None = None, episode_start_share: float = 0.0,
-               before_fall_share: float = 0.0, before_fall_steps: int = 50) -> dict[str, torch.Tensor]:
+               env_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`batch_size` windows drawn uniformly with replacement among the valid ones.
 
         Returns {"state", "action", "contact", "termination"}: each (batch_size, length, d), raw.
         `env_ids` restricts the draw to those environments (e.g. environments held out for
-        evaluation). The first round(`episode_start_share` x batch_size) windows are drawn among
-        those that begin with an episode, the next round(`before_fall_share` x batch_size) among
-        those whose last record comes 1..`before_fall_steps` records before a fall; either group is
-        drawn uniformly among all valid windows when the buffer holds none of its kind.
-        `generator` must live on the buffer's device.
+        evaluation). `generator` must live on the buffer's device.
         """
         self._check_length(length)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size = {batch_size!r}; expected an integer >= 1.")
-        valid, flat, begins = self._valid(length)
+        valid, flat = self._valid(length)
         if env_ids is not None:
             masked = valid & self._env_mask(env_ids)[:, None]
             flat = torch.nonzero(masked.flatten()).flatten()
@@ -211,21 +179,7 @@ class ReplayBuffer:
             raise ValueError(f"the replay buffer holds no valid window of length {length} "
                              f"(longest stored stretch per env is at most {stored} records, episodes may be "
                              f"shorter); collect more data or ask for shorter windows.")
-        groups = []  # (candidate flat indices, share of the batch drawn among them)
-        if episode_start_share > 0:
-            groups.append((flat[begins[flat]], episode_start_share))
-        if before_fall_share > 0:
-            steps = self._steps_to_fall(length)[flat]
-            groups.append((flat[(steps >= 1) & (steps <= before_fall_steps)], before_fall_share))
-        parts, remaining = [], batch_size
-        for candidates, share in groups:
-            count = min(remaining, round(share * batch_size)) if candidates.numel() else 0
-            if count:
-                parts.append(candidates[torch.randint(candidates.numel(), (count,), generator=generator,
-                                                      device=self.device)])
-                remaining -= count
-        parts.append(flat[torch.randint(flat.numel(), (remaining,), generator=generator, device=self.device)])
-        chosen = torch.cat(parts)
+        chosen = flat[torch.randint(flat.numel(), (batch_size,), generator=generator, device=self.device)]
         width = valid.shape[1]  # chosen: (B,) flat indices into (N, C-L+1)
         env, start = chosen // width, chosen % width  # (B,), (B,)
         oldest = (self.write_pos[env] - self.num_stored[env]) % self.capacity  # (B,)

@@ -15,26 +15,21 @@ from rwm.sim.state import RobotState
 class CommandCfg:
     """Uniform (vx*, vy*, wz*) commands, resampled every `resampling_time_s`."""
 
-    resampling_time_s: tuple[float, float] = (10.0, 10.0)
+    resampling_time_s: tuple[float, float] = (10.0, 10.0)  # s a command lasts, drawn uniformly from the range
     lin_vel_x: tuple[float, float] = (-1.0, 1.0)  # m/s
     lin_vel_y: tuple[float, float] = (-1.0, 1.0)  # m/s
     ang_vel_z: tuple[float, float] = (-1.0, 1.0)  # rad/s; also the clip of heading control
     standing_fraction: float = 0.02  # share of environments commanded to stand still
     heading_control: bool = True  # wz* = clip(stiffness * wrap(heading* - heading))
     heading: tuple[float, float] = (-math.pi, math.pi)  # rad, range of heading targets
-    heading_stiffness: float = 0.5
-    # An episode's first command lasts a uniform share of its resampling time. Imagined episodes
-    # (5.12 s) are shorter than the 10 s a command lasts, so without this a policy trained in
-    # imagination never sees the command change under its own gait, and falls at the switch when
-    # a real 20 s episode brings it.
+    heading_stiffness: float = 0.5  # 1/s, gain of heading control
+    # An episode's first command lasts a uniform share of its resampling time, so that imagined
+    # episodes (shorter than a command) also see commands change under the policy's gait.
     random_first_duration: bool = False
-    # Share of resampled commands whose planar velocity is drawn uniformly from the part of the
-    # box at `fast_speed` (m/s) or faster instead of from the whole box. Policies fall most at the
-    # box's fast corners (speeds above 1.1 m/s are 11 % of uniform commands and drew 39-46 % of the
-    # falls of PPO and Finetune policies), so training can practise them more often. Evaluation
-    # always draws uniformly (fast_share = 0).
+    # Share of resampled commands drawn from the part of the box at `fast_speed` or faster, where
+    # policies fall most (docs/results.md); evaluation always draws uniformly (fast_share = 0).
     fast_share: float = 0.0
-    fast_speed: float = 1.0
+    fast_speed: float = 1.0  # m/s, the planar speed from which a command counts as fast (fast_share)
 
     def __post_init__(self) -> None:
         for key in ("resampling_time_s", "lin_vel_x", "lin_vel_y", "ang_vel_z", "heading"):

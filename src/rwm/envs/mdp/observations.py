@@ -27,12 +27,12 @@ POLICY_SLICES = {
 class ObservationNoiseCfg:
     """Additive uniform noise U[-n, n] on the policy observation (none on command and action)."""
 
-    enabled: bool = True
-    base_lin_vel: float = 0.1
-    base_ang_vel: float = 0.2
-    projected_gravity: float = 0.05
-    joint_pos: float = 0.01
-    joint_vel: float = 1.5
+    enabled: bool = True  # false: the policy sees exact observations
+    base_lin_vel: float = 0.1  # m/s, noise bound n of the base linear velocity
+    base_ang_vel: float = 0.2  # rad/s, of the base angular velocity
+    projected_gravity: float = 0.05  # of the projected gravity (unit vector)
+    joint_pos: float = 0.01  # rad, of the joint positions
+    joint_vel: float = 1.5  # rad/s, of the joint velocities
 
     def __post_init__(self) -> None:
         for key in ("base_lin_vel", "base_ang_vel", "projected_gravity", "joint_pos", "joint_vel"):
