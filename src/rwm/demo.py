@@ -26,9 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rwm.io import save_json
+
+if TYPE_CHECKING:  # the command line imports this module: torch and MuJoCo load only when a stage runs
+    from rwm.tasks.anymal_d_flat import TaskCfg
+    from rwm.training.runner import Runner
 
 # The model-based pipeline, shortened from the 600-iteration CPU-scale runs to about 20 minutes on
 # 2 cores (Pretrain ~4.1 s and Finetune ~1.9 s per iteration there): it shows every stage and output,
@@ -70,11 +74,11 @@ class DemoRun:
     """What the stages share: the command's arguments, the demo directory and what earlier stages left."""
 
     args: argparse.Namespace
-    cfg: Any  # the simulator check's task config (`check_config`)
+    cfg: TaskCfg  # the simulator check's task config (`check_config`)
     directory: Path
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage name -> result
-    runs: dict[str, Any] = field(default_factory=dict)  # stage name -> the Runner it trained
-    policy_run: Any = None  # the Runner whose policy the later stages measure: the last one trained
+    runs: dict[str, Runner] = field(default_factory=dict)  # stage name -> the Runner it trained
+    policy_run: Runner | None = None  # the Runner whose policy the later stages measure: the last one trained
     label: str = ""  # "k/n title" of the stage running
 
     def announce(self, text: str) -> None:
@@ -122,7 +126,7 @@ def check_simulator(demo: DemoRun) -> dict[str, Any]:
     return report
 
 
-def check_config(args: argparse.Namespace):
+def check_config(args: argparse.Namespace) -> TaskCfg:
     """The simulator check's task config: --task with --num-envs, --seed, --device and its own overrides."""
     from rwm.config import apply_overrides
     from rwm.tasks import make_task_cfg
@@ -135,7 +139,7 @@ def check_config(args: argparse.Namespace):
 
 
 def train_stage(demo: DemoRun, task_id: str, iterations: int, run_name: str, what: str,
-                overrides: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+                overrides: tuple[str, ...] = ()) -> tuple[Runner, dict[str, Any]]:
     """Train `task_id` for `iterations` (a Ctrl-C saves a checkpoint and returns); the runner becomes the
     policy later stages measure. Returns (runner, the training summary)."""
     from rwm.tasks import make_task_cfg
@@ -367,7 +371,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def new_demo_directory(cfg) -> Path:
+def new_demo_directory(cfg: TaskCfg) -> Path:
     """A new ``<runner.log_root>/demo/<YYYY-MM-DD_HH-MM-SS>`` directory (the runs stay in their usual place)."""
     from rwm.training.runner import create_run_dir
 
