@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -123,7 +124,9 @@ def cmd_play(args: argparse.Namespace) -> int:
                               device=args.device, video_path=video_path, progress=not args.quiet)
     report = {"checkpoint": str(checkpoint), "iteration": payload["iter"], "task": cfg.task_id,
               "overrides": args.overrides, **metrics}
-    out = save_json(run_dir / "eval" / f"play_{checkpoint.stem}.json", report)
+    # A play under overrides (another robot, say) gets a file of its own beside the plain one.
+    suffix = "".join(f"__{re.sub(r'[^A-Za-z0-9._-]+', '-', item)}" for item in args.overrides)
+    out = save_json(run_dir / "eval" / f"play_{checkpoint.stem}{suffix}.json", report)
     episode = report["mean_episode_length_s"]
     print(f"  tracking: linear {report['tracking_lin_vel']:.3f} (error {report['lin_vel_error']:.3f} m/s) | "
           f"yaw rate {report['tracking_ang_vel']:.3f} (error {report['ang_vel_error']:.3f} rad/s)")
@@ -582,7 +585,7 @@ def _add_play_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("play", help="evaluate a trained policy in the simulator (metrics, optional video)",
                               description="Run a run's policy deterministically (its mean action) in fresh simulated "
                                           "environments with observation noise and pushes off, print tracking and "
-                                          "fall metrics and write them to <run>/eval/play_<checkpoint>.json (last "
+                                          "fall metrics and write them to <run>/eval/play_<checkpoint>[__<overrides>].json (last "
                                           "line: JSON). Tracking is the mean over env-steps of exp(-error^2/0.25) "
                                           "for the planar and the yaw velocity; fall rate is the share of "
                                           "environments that fell at least once.")

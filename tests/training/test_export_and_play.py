@@ -93,6 +93,9 @@ def test_play_evaluates_the_policy_on_a_changed_robot(run_copy, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["overrides"] == overrides and report["robot_variant"] == "payload"
     assert report["robot"]["payload_mass"] == 20.0 and report["robot"]["latency_steps"] == 1
+    # its own file, beside (not over) the nominal play's
+    written = run_copy / "eval" / "play_model_2__sim.robot_variant-payload__sim.robot.latency_steps-1.json"
+    assert json.loads(written.read_text())["robot_variant"] == "payload"
 
     assert main(["play", "--run", str(run_copy), "--quiet", "sim.robot_variant=heavy"]) != 0
     error = capsys.readouterr().err
