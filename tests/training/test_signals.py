@@ -51,3 +51,4 @@ def test_signal_during_training_saves_a_checkpoint_and_exits_0(tmp_path, sig):
     assert payload["infos"]["reason"] == "interrupt"
     # every completed iteration was logged, nothing after the checkpoint
     assert metrics.read_text().count("\n") == payload["iter"]
+    assert (metrics.parent / "plots" / "learning_curves.png").stat().st_size > 0  # drawn on the way out

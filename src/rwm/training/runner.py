@@ -70,6 +70,7 @@ from rwm.training.checkpoint import (
 )
 from rwm.training.extension import RunnerExtension
 from rwm.training.logger import RunLogger
+from rwm.viz.plots import plot_learning_curves
 
 __all__ = ["Runner", "TrainingError", "build_actor_critic", "build_algorithm", "create_run_dir", "seed_everything"]
 
@@ -349,6 +350,8 @@ class Runner:
                                f"checkpoint: {self.last_checkpoint}")
         finally:
             logger.close()
+        if self.log_dir is not None:
+            self.plot_learning_curves()
         return {
             "iterations": self.current_iteration,
             "session_iterations": len(collection_times),
@@ -360,6 +363,20 @@ class Runner:
             "log_dir": str(self.log_dir) if self.log_dir else None,
             "stopped_by": self.stopped_by,
         }
+
+    def plot_learning_curves(self) -> Path | None:
+        """Draw the run's metrics.jsonl (every session of it) into <run>/plots/learning_curves.png.
+
+        Called at the end of :meth:`learn`, also after a stop signal. The checkpoint is already on
+        disk, so a figure that cannot be written (a full disk) is reported, not raised.
+        """
+        weight = self.cfg.env.reward_weights.get("track_lin_vel_xy_exp", 1.0)
+        try:
+            return plot_learning_curves(self.log_dir, title=f"rwm {self.cfg.mode}: {self.log_dir.name}",
+                                        tracking_weight=weight)
+        except OSError as error:
+            print(f"[rwm] learning curves not written ({describe_os_error(error)}).", flush=True)
+            return None
 
     def _collect(self, obs: torch.Tensor, stop: _StopRequest, it: int):
         """One rollout into PPO's storage; returns (next obs, abandoned?, step stats, episode infos)."""

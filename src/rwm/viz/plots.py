@@ -1,5 +1,5 @@
-"""World-model figures: autoregressive error curves and predicted-vs-true trajectories
-(docs/architecture.md#world-model-evaluation).
+"""Figures: every run's learning curves, and the world model's autoregressive error curves and
+predicted-vs-true trajectories (docs/architecture.md#world-model-evaluation).
 
 Figures are built with matplotlib's object API on an Agg canvas, never through pyplot, so
 plotting from a training loop neither opens windows nor changes the process-wide backend, and
@@ -8,6 +8,8 @@ works on headless machines. matplotlib is imported only when a figure is made.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -158,3 +160,104 @@ def plot_trajectories(rollout: dict, path: str | Path, num_windows: int = 4,
                       | None = None) -> Path:
     """Write `trajectory_figure(...)` for an `autoregressive_rollout` result as a PNG at `path`."""
     return _save(trajectory_figure(rollout, num_windows, denormalize), path)
+
+
+# ----------------------------------------------------------------------------- learning curves
+LEARNING_CURVES_FILE = "learning_curves.png"
+
+# One panel per quantity: (title, y label, [(metrics.jsonl key, legend label)], legend corner, text while
+# the run has no data for it, or None: no panel then). "{where}" becomes "in the simulator" or "in
+# imagination", after where PPO's episodes ran. Rising curves keep their legend low, falling ones high.
+_CURVE_PANELS = (
+    ("PPO reward", "mean reward per step", [("Train/mean_step_reward", "{where}")], "lower right",
+     "no iteration yet"),
+    ("Episode length", "steps (last 100 episodes)", [("Train/mean_episode_length", "{where}")], "lower right",
+     "no episode has ended yet"),
+    ("Velocity tracking (1 = perfect)", "mean exp(-|v* - v|^2 / 0.25)",
+     [("Episode_Reward/track_lin_vel_xy_exp", "{where}: episodes' tracking reward per s"),
+      ("Real/tracking_lin_vel", "in the real simulator (rwm play's measure)")], "lower right",
+     "no episode has ended yet"),
+    ("World model: training loss", "loss (total)",
+     [("World_Model/loss_total", "per iteration"), ("Offline/fit_loss_total", "after the initial fit")],
+     "upper right", None),
+    ("World model: error on held-out data", "relative L1 error, autoregressive",
+     [("World_Model/autoregressive_error", "held-out robots"),
+      ("Offline/validation_autoregressive_error", "held-out episodes")], "upper right", None),
+)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's metrics.jsonl as numbers ("nan"/"inf" strings too); a line cut short by a crash
+    is skipped."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        rows.append({key: float(value) for key, value in record.items()
+                     if isinstance(value, (int, float, str)) and _is_number(value)})
+    return rows
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def learning_curves_figure(rows: Sequence[dict[str, float]], title: str = "", tracking_weight: float = 1.0):
+    """Panels of a run's metrics against the iteration: PPO's reward, the episode length, the velocity
+    tracking (imagined beside real in Finetune) and, where the run has a world model, its training loss
+    and held-out error. `tracking_weight` is the task's track_lin_vel_xy_exp reward weight, which turns
+    that reward per second back into the tracking score `rwm play` reports."""
+    from matplotlib.ticker import MaxNLocator
+
+    imagined = any(key.startswith("Imagination/") for row in rows for key in row)
+    where = "in imagination" if imagined else "in the simulator"
+    scale = {"Episode_Reward/track_lin_vel_xy_exp": 1.0 / tracking_weight if tracking_weight else 1.0}
+    panels = [panel for panel in _CURVE_PANELS
+              if panel[4] is not None or any(key in row for key, _ in panel[2] for row in rows)]
+    cols = min(3, len(panels))
+    rows_of_panels = math.ceil(len(panels) / cols)
+    height = 3.4 * rows_of_panels + 0.6
+    figure = _new_figure(5.0 * cols, height)
+    # fixed margins (inches turned into fractions): a quarter of the cost of tight_layout, at the end of every run
+    figure.subplots_adjust(left=0.9 / (5.0 * cols), right=0.98, bottom=0.55 / height, top=1 - 0.75 / height,
+                           wspace=0.3, hspace=0.5)
+    axes = figure.subplots(rows_of_panels, cols, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (name, ylabel, series, corner, empty_text) in zip(axes.flat, panels):
+        drawn = 0
+        for key, label in series:
+            points = [(row["iteration"], row[key] * scale.get(key, 1.0)) for row in rows
+                      if key in row and "iteration" in row and math.isfinite(row[key])]
+            if not points:
+                continue
+            x, y = zip(*points)
+            ax.plot(x, y, marker="o" if len(points) < 20 else None, markersize=4, linewidth=1.5,
+                    label=label.format(where=where))
+            drawn += 1
+        if drawn:
+            ax.legend(fontsize=8, loc=corner)
+        else:
+            ax.text(0.5, 0.5, empty_text or "no data yet", ha="center", va="center", transform=ax.transAxes,
+                    fontsize=10, color="grey")
+        ax.set_title(name, fontsize=11)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    if title:
+        figure.suptitle(title, fontsize=12, y=1 - 0.15 / height)
+    return figure
+
+
+def plot_learning_curves(run_dir: str | Path, title: str = "", tracking_weight: float = 1.0) -> Path:
+    """Write `learning_curves_figure` of `<run_dir>/metrics.jsonl` to `<run_dir>/plots/learning_curves.png`."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return _save(learning_curves_figure(rows, title, tracking_weight), run_dir / "plots" / LEARNING_CURVES_FILE)
