@@ -14,6 +14,7 @@ from rwm.sim.imagination import ImaginationCfg
 from rwm.tasks import make_task_cfg
 from rwm.tasks.anymal_d_flat import PAPER_SCALE, TaskCfg, stored_task_cfg, with_scale
 from rwm.training.checkpoint import load_checkpoint
+from rwm.training.extension import RunnerView
 from rwm.training.runner import Runner, TrainingError, create_run_dir
 from rwm.training.train import resolve_train_config
 
@@ -55,6 +56,7 @@ def test_run_directory_holds_config_checkpoints_events_and_metrics(tmp_path):
         assert key in rows[-1], key
     payload = load_checkpoint(run / "model_2.pt")
     assert payload["iter"] == 2 and payload["obs_layout"] == {"policy": 48, "num_actions": 12, "layout_version": 1}
+    assert isinstance(runner, RunnerView)  # what extensions are promised of the runner
 
 
 def test_episode_statistics_are_logged_per_reward_term(tmp_path):

@@ -21,8 +21,8 @@ from rwm.config import apply_overrides
 from rwm.envs.locomotion_env import LocomotionEnv
 from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.checkpoint import find_checkpoint
-from rwm.training.distributed import DistributedContext
 from rwm.training.extension import RunnerExtension
+from rwm.training.process_group import DistributedContext
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file, mixed_windows
 from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of

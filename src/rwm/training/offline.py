@@ -37,8 +37,8 @@ import torch
 from rwm.data.format import BUFFER_NAMES, REQUIRED_COLUMNS
 from rwm.envs.locomotion_env import LocomotionEnv
 from rwm.tasks.anymal_d_flat import TaskCfg
-from rwm.training.distributed import DistributedContext, shard
 from rwm.training.extension import RunnerExtension
+from rwm.training.process_group import DistributedContext, shard
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file
 from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of

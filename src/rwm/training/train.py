@@ -18,9 +18,10 @@ from rwm.io import remove_temporaries
 from rwm.tasks import make_task_cfg
 from rwm.tasks.anymal_d_flat import TaskCfg, split_scale, stored_task_cfg, with_scale
 from rwm.training.checkpoint import checkpoint_iteration, find_checkpoint, list_checkpoints, load_checkpoint
-from rwm.training.distributed import DistributedContext, DistributedTraining, distributed_algorithm
+from rwm.training.distributed import DistributedTraining, distributed_algorithm
 from rwm.training.extension import RunnerExtension
 from rwm.training.modes import build_mode
+from rwm.training.process_group import DistributedContext
 from rwm.training.runner import Runner, create_run_dir, seed_everything
 
 __all__ = ["make_runner", "resolve_train_config", "train"]

@@ -21,8 +21,9 @@ from rwm.config import from_dict
 from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.torch_files import load_torch_file
 from rwm.training.checkpoint import load_weights
-from rwm.training.distributed import DistributedContext, merge_fitted_statistics
+from rwm.training.distributed import merge_fitted_statistics
 from rwm.training.extension import RunnerExtension
+from rwm.training.process_group import DistributedContext
 from rwm.world_model import ReplayBuffer, SystemDynamics, WorldModelCfg, WorldModelTrainer
 from rwm.world_model.evaluation import autoregressive_rollout, evaluate_world_model
 from rwm.world_model.recorder import TransitionRecorder
