@@ -559,7 +559,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                         "the same directory; its stored config is used, with the flags and overrides given here on top")
     p.add_argument("--load-run", default=None, metavar="RUN_DIR",
                    help="Finetune: the Pretrain run to take the world model from (and the policy, with "
-                        "finetune.load_policy=true); its latest checkpoint is used")
+                        "finetune.load_policy=true); its latest checkpoint is used. Without --load-run and "
+                        "--world-model, Finetune starts from scratch: an untrained world model and a random policy")
     p.add_argument("--world-model", default=None, metavar="CHECKPOINT",
                    help="Finetune: a world-model checkpoint (a run's model_<iter>.pt or an `rwm import-upstream` "
                         "file); takes precedence over --load-run's world model")

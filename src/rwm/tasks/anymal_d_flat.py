@@ -183,7 +183,9 @@ class FinetuneCfg:
     the reward weight `env.reward_weights.uncertainty` (0 for RWM, -1.0 for RWM-U).
     """
 
-    load_run: str = ""  # Pretrain run directory (or checkpoint) to start the world model (and policy) from
+    # Pretrain run directory (or checkpoint) to start the world model (and policy) from; with neither
+    # this nor world_model_checkpoint, Finetune starts from scratch (untrained model, random policy)
+    load_run: str = ""
     world_model_checkpoint: str = ""  # a world-model file (run checkpoint or `rwm import-upstream` output)
     load_policy: bool = False  # start PPO from load_run's policy instead of a random initialisation
     num_real_envs: int = 16  # real environments feeding the replay buffer (paper: 10)
