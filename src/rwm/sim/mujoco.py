@@ -236,8 +236,9 @@ class MujocoSimulator:
         self._contact_force = np.zeros((num_envs, 9))  # max force over the contact history
         self._push_timer = np.zeros(num_envs)
         self.latency_steps = cfg.robot_params.latency_steps
-        # (N, latency_steps, 12) joint targets sent but not yet applied, oldest first
+        # (N, latency_steps, 12) joint targets sent but not yet applied: a ring whose oldest slot is _pending_head
         self._pending_targets = np.zeros((num_envs, self.latency_steps, NUM_JOINTS))
+        self._pending_head = 0
         self.num_failed_simulations = 0  # diverged or rejected simulations, ended as falls
         self._randomize_startup()
         self.state = self.reset()
@@ -301,12 +302,13 @@ class MujocoSimulator:
     def step(self, actions: torch.Tensor) -> RobotState:
         """Apply raw actions (N, 12) for one control step; returns the new state."""
         targets = self.default_joint_pos + self.cfg.action_scale * actions.detach().to("cpu", torch.float64).numpy()
-        if self.latency_steps:
-            applied = self._pending_targets[:, 0].copy()
-            self._pending_targets[:, :-1] = self._pending_targets[:, 1:]
-            self._pending_targets[:, -1] = targets
-            targets = applied
-        self.ctrl[:] = targets
+        if self.latency_steps:  # apply the oldest pending targets, and queue the new ones in their slot
+            head = self._pending_head
+            self.ctrl[:] = self._pending_targets[:, head]
+            self._pending_targets[:, head] = targets
+            self._pending_head = (head + 1) % self.latency_steps
+        else:
+            self.ctrl[:] = targets
         if self.cfg.randomization.push:
             self._apply_pushes()
         expected_time = self.time + self.step_dt - 1e-9
