@@ -14,8 +14,8 @@ Stages, each timed:
   plot         real tracking against real transitions (log x), both methods, each run's budget
                marked: bench/results/data_efficiency.png (or <name>.png)
 
-Counting: `real_transitions` is every real simulator step that learning used (the initial random
-steps and every iteration's real robots), read from the run's checkpoint; `real_eval_transitions`
+Counting, both read from the run's last checkpoint: `real_transitions` is every real simulator step
+that learning used (the initial random steps and every iteration's real robots); `real_eval_transitions`
 the real steps of the in-run progress evaluations (`finetune.real_eval_interval`), which never
 reach the model, the policy or the choice of checkpoint.
 
@@ -28,7 +28,6 @@ seeds (per-seed figures), machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -51,22 +50,14 @@ QUICK_FINETUNE = ["runner.num_steps_per_env=8", "runner.save_interval=1", "world
 QUICK_PPO = ["runner.num_steps_per_env=8", "runner.save_interval=1"]
 
 
-def real_eval_transitions(run_dir: Path) -> int:
-    """Real steps of a Finetune run's progress evaluations, from its metrics.jsonl (one record per evaluation)."""
-    _, cfg, _ = policy_from_checkpoint(list_checkpoints(run_dir)[-1])
-    ft = cfg.finetune
-    steps = max(1, round(ft.real_eval_seconds / (cfg.sim.physics_dt * cfg.sim.decimation)))
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    evaluations = sum(1 for line in lines if "Real/tracking_lin_vel" in json.loads(line))
-    return evaluations * ft.real_eval_num_envs * steps
-
-
 def spread(checkpoints: list[Path], points: int) -> list[Path]:
     """About `points` checkpoints spread over the run (the last one left out: it is measured apart)."""
     earlier = checkpoints[:-1]
     if len(earlier) <= points:
         return earlier
-    return [earlier[round(i * (len(earlier) - 1) / (points - 1))] for i in range(points)] if points > 1 else earlier[-1:]
+    if points == 1:
+        return earlier[-1:]
+    return [earlier[round(i * (len(earlier) - 1) / (points - 1))] for i in range(points)]
 
 
 def measure_checkpoint(path: Path, envs: int, seconds: float, seeds: list[int]) -> dict:
@@ -170,7 +161,7 @@ def main() -> None:
         _, cfg, _ = policy_from_checkpoint(checkpoints[-1])
         runs.append({
             "seed": cfg.seed, "run": str(run_dir), "iterations": int(payload["iter"]),
-            "real_transitions": budget, "real_eval_transitions": real_eval_transitions(run_dir),
+            "real_transitions": budget, "real_eval_transitions": int(payload["finetune_real_eval_transitions"]),
             "tracking_lin_vel": final["tracking_lin_vel"],
             "tracking_ratio_vs_ppo": round(final["tracking_lin_vel"] / ppo_final["tracking_lin_vel"], 4),
             "fall_rate": final["fall_rate"], "falls": final["falls"], "robots": final["robots"],
