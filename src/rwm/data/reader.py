@@ -131,11 +131,19 @@ class DatasetReader:
 
     def _read_stored(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of column `name` as stored; a damaged chunk is a DatasetError naming its rows."""
+        block, damage = self._try_read_stored(name, start, stop)
+        if damage is not None:
+            raise damage[2]
+        return block
+
+    def _try_read_stored(self, name: str, start: int, stop: int
+                         ) -> tuple[np.ndarray | None, tuple[int, int, DatasetError] | None]:
+        """(rows [start, stop) of column `name`, None), or (None, (first, last, error)) for its first damaged chunk."""
         try:
-            return np.asarray(self._file[name][start:stop], dtype=np.float32)
+            return np.asarray(self._file[name][start:stop], dtype=np.float32), None
         except (OSError, KeyError, RuntimeError) as error:
             first, last = self._damaged_rows(name, start, stop)
-            raise self._damaged(f"column '{name}' rows {first}-{last}", error) from None
+            return None, (first, last, self._damaged(f"column '{name}' rows {first}-{last}", error))
 
     def _damaged_rows(self, name: str, start: int, stop: int) -> tuple[int, int]:
         """The first and last row of the first chunk of [start, stop) that cannot be read."""
@@ -176,10 +184,9 @@ class DatasetReader:
             for a in range(0, self.num_records, chunk_size):
                 b = min(a + chunk_size, self.num_records)
                 while a < b:  # past a damaged chunk, the rest of the block is still read
-                    try:
-                        block = self._read_stored(name, a, b)
-                    except DatasetError as error:
-                        first, last = self._damaged_rows(name, a, b)
+                    block, damaged = self._try_read_stored(name, a, b)
+                    if damaged is not None:
+                        first, last, error = damaged
                         counts["damaged_rows"].append([first, last])
                         damage.append(str(error))
                         a = last + 1
