@@ -230,7 +230,8 @@ class SideBySideRecorder(VideoRecorder):
     """
 
     def __init__(self, simulator: Any, env_ids: Sequence[int], width: int = 480, height: int = 360,
-                 distance: float = 3.6, elevation_deg: float = -20.0, azimuth_offset_deg: float = -35.0):
+                 distance: float = 3.6, elevation_deg: float = -20.0,
+                 azimuth_offset_deg: float = CAMERA_AZIMUTH_OFFSET_DEG):
         super().__init__(simulator, env_ids, width=width, height=height)
         self.ghost_model = simulator.model  # the nominal robot: its geometry is all that is drawn
         self.ghost_datas = [mujoco.MjData(self.ghost_model) for _ in self.env_ids]
