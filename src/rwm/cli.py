@@ -64,7 +64,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         main_process = LaunchEnvironment.from_environ().rank == 0
     overrides = list(args.overrides)
     if args.load_run:
-        overrides.append(f"finetune.load_run={args.load_run}")
+        from rwm.tasks import make_task_cfg
+
+        start_policy = args.task is not None and make_task_cfg(args.task).mode in ("init", "pretrain")
+        overrides.append(f"{'runner.start_policy' if start_policy else 'finetune.load_run'}={args.load_run}")
     if args.world_model:
         overrides.append(f"finetune.world_model_checkpoint={args.world_model}")
     if args.dataset is not None:
@@ -560,7 +563,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--load-run", default=None, metavar="RUN_DIR",
                    help="Finetune: the Pretrain run to take the world model from (and the policy, with "
                         "finetune.load_policy=true); its latest checkpoint is used. Without --load-run and "
-                        "--world-model, Finetune starts from scratch: an untrained world model and a random policy")
+                        "--world-model, Finetune starts from scratch: an untrained world model and a random policy. "
+                        "Init and Pretrain: a run whose policy the new run starts from (runner.start_policy)")
     p.add_argument("--world-model", default=None, metavar="CHECKPOINT",
                    help="Finetune: a world-model checkpoint (a run's model_<iter>.pt or an `rwm import-upstream` "
                         "file); takes precedence over --load-run's world model")

@@ -50,20 +50,26 @@ def test_tiny_finetune_run_learns_in_imagination_and_checkpoints(pretrain_run, t
     assert payload["config"]["world_model"]["rnn_hidden_size"] == 32  # the loaded model's architecture
 
 
-def test_a_finetune_run_from_scratch_counts_every_real_step_it_learns_from(tmp_path, monkeypatch):
-    """No run and no world model: an untrained model and a random policy; the real transitions the run
-    reports are exactly the real simulator steps taken for learning, and the progress evaluations'
-    steps are counted apart."""
+@pytest.fixture
+def steps_by_simulator(monkeypatch) -> dict[int, int]:
+    """Real simulator steps taken, per simulator (its id), counted from here on."""
     from rwm.sim.mujoco import MujocoSimulator
 
-    steps_by_simulator: dict[int, int] = {}
+    counts: dict[int, int] = {}
     original_step = MujocoSimulator.step
 
     def counting_step(self, actions):
-        steps_by_simulator[id(self)] = steps_by_simulator.get(id(self), 0) + self.num_envs
+        counts[id(self)] = counts.get(id(self), 0) + self.num_envs
         return original_step(self, actions)
 
     monkeypatch.setattr(MujocoSimulator, "step", counting_step)
+    return counts
+
+
+def test_a_finetune_run_from_scratch_counts_every_real_step_it_learns_from(tmp_path, steps_by_simulator):
+    """No run and no world model: an untrained model and a random policy; the real transitions the run
+    reports are exactly the real simulator steps taken for learning, and the progress evaluations'
+    steps are counted apart."""
     runner, summary = train(finetune_cfg(tmp_path, None, iterations=3))
     extension = runner.extensions[0]
     assert summary["iterations"] == 3
@@ -77,6 +83,25 @@ def test_a_finetune_run_from_scratch_counts_every_real_step_it_learns_from(tmp_p
     payload = load_checkpoint(runner.log_dir / "model_3.pt")
     assert payload["finetune_real_transitions"] == learning_steps
     assert payload["finetune_real_eval_transitions"] == 4 * 10
+
+
+def test_adapting_to_a_changed_robot_spends_exactly_the_real_budget(pretrain_run, tmp_path, steps_by_simulator,
+                                                                    capsys):
+    """The nominal run's model and policy adapt on a changed robot: the real robots are the changed
+    ones, they stop once `real_budget` is spent (the last iteration within it takes fewer steps),
+    and the world model keeps learning from what they recorded."""
+    budget = 4 * 24 + 4 * 8 + 4 * 3  # initial steps, one full iteration, 3 steps of the next
+    runner, _ = train(finetune_cfg(tmp_path, pretrain_run, iterations=4, extra=(
+        "finetune.load_policy=true", "sim.robot_variant=weak_motors", f"finetune.real_budget={budget + 2}")))
+    extension = runner.extensions[0]
+    assert extension.real_env.sim.cfg.robot_params.motor_strength == 0.5  # the changed robot's preset
+    assert steps_by_simulator[id(extension.real_env.sim)] == extension.real_transitions == budget
+    assert [row["Real/transitions"] for row in runner.history] == [budget - 12, budget, budget, budget]
+    assert "the real budget of 142 transitions is spent" in capsys.readouterr().out
+    # the world model learned every iteration, also after the budget ran out
+    assert extension.learner.num_updates == 4 * extension.cfg.world_model.num_mini_batches
+    with pytest.raises(ValueError, match="finetune.real_budget = 50; expected 0"):
+        finetune_cfg(tmp_path, pretrain_run, extra=("finetune.real_budget=50",))
 
 
 def test_a_resumed_finetune_run_keeps_its_replay_buffer(pretrain_run, tmp_path, capsys):
@@ -138,8 +163,8 @@ def test_finetune_load_errors_are_one_sentence(pretrain_run, tmp_path, capsys):
     init_runner, _ = train(init_cfg)
     assert main(flags + ["--load-run", str(init_runner.log_dir)] + overrides) != 0
     assert "holds no world model" in capsys.readouterr().err
-    # --load-run on a task that is not Finetune
-    assert main(["train", "--task", "Velocity-Flat-Anymal-D-Init-v0", "--load-run", str(pretrain_run)]) != 0
+    # --load-run on a task that takes neither a world model nor a policy from a run
+    assert main(["train", "--task", "Velocity-Flat-Anymal-D-Offline-v0", "--load-run", str(pretrain_run)]) != 0
     assert "Finetune task only" in capsys.readouterr().err
 
 

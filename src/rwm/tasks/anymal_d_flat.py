@@ -137,6 +137,9 @@ class RunnerCfg:
     progress_bar: bool = True  # a progress bar on stderr
     run_name: str = ""  # appended to the run directory's time stamp
     log_root: str = "logs"  # runs go to <log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run_name>]/
+    # Init and Pretrain (`--load-run`): a run directory or checkpoint whose policy (actor, critic,
+    # observation normaliser) a new run starts from, e.g. to continue a policy on a changed robot
+    start_policy: str = ""
     eval: EvalCfg = field(default_factory=EvalCfg)  # how `rwm play` measures a policy
 
     def __post_init__(self) -> None:
@@ -191,6 +194,9 @@ class FinetuneCfg:
     num_real_envs: int = 16  # real environments feeding the replay buffer (paper: 10)
     real_steps_per_iteration: int = 24  # real control steps per environment and iteration
     initial_real_steps: int = 100  # real steps collected before imagining (>= the model's history)
+    # Real transitions learning may use, the initial steps included: once spent, the real robots stop
+    # and the run goes on with the world model and imagination alone. 0: no limit.
+    real_budget: int = 0
     warmup_iterations: int = 0  # iterations that update only the world model (paper: 500)
     real_eval_interval: int = 100  # iterations between evaluations in the real simulator (`rwm play` metrics)
     real_eval_num_envs: int = 64  # robots of each evaluation in the real simulator
@@ -210,6 +216,10 @@ class FinetuneCfg:
         check(self.real_steps_per_iteration >= 0,
               f"finetune.real_steps_per_iteration = {self.real_steps_per_iteration}; expected >= 0.")
         check(self.initial_real_steps >= 1, f"finetune.initial_real_steps = {self.initial_real_steps}; expected >= 1.")
+        initial = self.initial_real_steps * self.num_real_envs
+        check(self.real_budget == 0 or self.real_budget >= initial,
+              f"finetune.real_budget = {self.real_budget}; expected 0 (no limit) or at least the initial real steps, "
+              f"finetune.initial_real_steps x finetune.num_real_envs = {initial}.")
         check(self.warmup_iterations >= 0, f"finetune.warmup_iterations = {self.warmup_iterations}; expected >= 0.")
         check(self.real_eval_interval >= 1, f"finetune.real_eval_interval = {self.real_eval_interval}; expected >= 1.")
         check(self.real_eval_num_envs >= 1, f"finetune.real_eval_num_envs = {self.real_eval_num_envs}; expected >= 1.")
@@ -326,6 +336,10 @@ class TaskCfg:
             check(self.world_model_learning.eval_length <= self.world_model_learning.replay_capacity,
                   f"world_model_learning.eval_length = {self.world_model_learning.eval_length}; expected at most "
                   f"world_model_learning.replay_capacity = {self.world_model_learning.replay_capacity}.")
+        check(not self.runner.start_policy or self.mode in ("init", "pretrain"),
+              f"runner.start_policy (--load-run) applies to Init and Pretrain; '{self.task_id}' is mode "
+              f"'{self.mode}'" + (", whose --load-run is finetune.load_run (with finetune.load_policy=true for its "
+                                  "policy)." if self.mode == "finetune" else "."))
         batch = self.num_envs * self.runner.num_steps_per_env
         check(self.algorithm.num_mini_batches <= batch,
               f"algorithm.num_mini_batches = {self.algorithm.num_mini_batches}; expected at most "

@@ -161,6 +161,7 @@ class ModelBasedFinetuning(RunnerExtension):
         self._epistemic = 0.0
         self._imagined_steps = 0
         self._imagined_resets = 0
+        self._budget_spent = False
 
     def on_new_run(self, runner) -> None:
         if self.policy_state is not None:
@@ -187,12 +188,13 @@ class ModelBasedFinetuning(RunnerExtension):
         }
         self._epistemic, self._imagined_steps, self._imagined_resets = 0.0, 0, 0
         policy = runner.policy
+        steps = self.real_steps_this_iteration()
         with torch.inference_mode():
-            for _ in range(self.ft.real_steps_per_iteration):
+            for _ in range(steps):
                 actions = policy.act(self._real_obs["policy"])
                 self._real_obs, _, _, extras = self.real_env.step(actions)
                 self.learner.recorder.record(actions, self._real_obs, extras)
-        self.real_transitions += self.ft.real_steps_per_iteration * self.real_env.num_envs
+        self.real_transitions += steps * self.real_env.num_envs
         scalars["Real/transitions"] = float(self.real_transitions)
         if self.recorded_transitions:
             scalars["Real/recorded_transitions"] = float(self.recorded_transitions)
@@ -208,6 +210,19 @@ class ModelBasedFinetuning(RunnerExtension):
         if self.real_eval_transitions:
             scalars["Real/eval_transitions"] = float(self.real_eval_transitions)
         return scalars
+
+    def real_steps_this_iteration(self) -> int:
+        """Real steps per real robot this iteration: `real_steps_per_iteration`, fewer once `real_budget` runs out."""
+        if not self.ft.real_budget:
+            return self.ft.real_steps_per_iteration
+        left = self.ft.real_budget - self.real_transitions
+        steps = min(self.ft.real_steps_per_iteration, left // self.real_env.num_envs)
+        if steps < self.ft.real_steps_per_iteration and not self._budget_spent:
+            self._budget_spent = True
+            print(f"[rwm finetune] the real budget of {self.ft.real_budget} transitions is spent "
+                  f"({self.real_transitions + steps * self.real_env.num_envs} used); the run goes on in imagination "
+                  "alone.", flush=True)
+        return steps
 
     def state_dict(self) -> dict[str, Any]:
         # The replay buffer is small here (num_real_envs x replay_capacity records, ~4 MB at the
