@@ -223,7 +223,7 @@ def plot(path: Path, preset: str, results: dict, envs: int, seconds: float) -> N
     ax.set_ylabel("linear-velocity tracking (rwm play)")
     ax.set_ylim(0.0, 1.0)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center right", fontsize=8)
     ax.set_title(f"Adapting to the '{preset}' robot ({envs} robots x {seconds:g} s, last checkpoints)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
