@@ -118,7 +118,7 @@ def evaluate_ppo_reference(ppo_run: Path | None, num_envs: int,
 
 
 def measure(cfg, act, num_envs: int, seconds: float, seeds: list[int]) -> dict:
-    """`rwm play`'s tracking (mean) and falls (summed) of one policy under each evaluation seed's robots."""
+    """`rwm play`'s tracking (mean, and per seed) and falls (summed) of one policy under each evaluation seed's robots."""
     from rwm.training.evaluation import evaluate_policy
 
     measured = [evaluate_policy(cfg, act, num_envs=num_envs, seconds=seconds, seed=seed, progress=False)
@@ -126,7 +126,8 @@ def measure(cfg, act, num_envs: int, seconds: float, seeds: list[int]) -> dict:
     falls = sum(round(m["fall_rate"] * num_envs) for m in measured)
     return {"tracking_lin_vel": round(sum(m["tracking_lin_vel"] for m in measured) / len(seeds), 4),
             "tracking_ang_vel": round(sum(m["tracking_ang_vel"] for m in measured) / len(seeds), 4),
-            "fall_rate": round(falls / (num_envs * len(seeds)), 4), "falls": falls, "robots": num_envs * len(seeds)}
+            "fall_rate": round(falls / (num_envs * len(seeds)), 4), "falls": falls, "robots": num_envs * len(seeds),
+            "tracking_per_eval_seed": [round(m["tracking_lin_vel"], 4) for m in measured]}
 
 
 def fall_rate_difference(falls: int, robots: int, falls_other: int, robots_other: int) -> dict:

@@ -148,15 +148,9 @@ def real_transitions(checkpoint: Path) -> int:
 
 
 def measure_on(checkpoint: Path, preset: str, envs: int, seconds: float, seeds: list[int]) -> dict:
-    """`rwm play`'s figures of a checkpoint's policy on robot `preset`, per evaluation seed and together."""
+    """`rwm play`'s figures of a checkpoint's policy on robot `preset`."""
     policy, cfg, _ = policy_from_checkpoint(checkpoint)
-    cfg = apply_overrides(cfg, [f"sim.robot_variant={preset}"])
-    per_seed = [measure(cfg, policy.act_inference, envs, seconds, [seed]) for seed in seeds]
-    falls, robots = sum(m["falls"] for m in per_seed), sum(m["robots"] for m in per_seed)
-    return {"tracking_lin_vel": round(statistics.fmean(m["tracking_lin_vel"] for m in per_seed), 4),
-            "tracking_ang_vel": round(statistics.fmean(m["tracking_ang_vel"] for m in per_seed), 4),
-            "fall_rate": round(falls / robots, 4), "falls": falls, "robots": robots,
-            "tracking_per_eval_seed": [m["tracking_lin_vel"] for m in per_seed]}
+    return measure(apply_overrides(cfg, [f"sim.robot_variant={preset}"]), policy.act_inference, envs, seconds, seeds)
 
 
 def run_result(run_dir: Path, seed: int, preset: str, envs: int, seconds: float, seeds: list[int]) -> dict:

@@ -23,6 +23,7 @@ from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.checkpoint import find_checkpoint
 from rwm.training.extension import RunnerExtension
 from rwm.training.process_group import DistributedContext
+from rwm.training.start_policy import StartPolicy
 from rwm.training.world_model_learning import WorldModelLearning, load_world_model_file, mixed_windows
 from rwm.world_model import ReplayBuffer
 from rwm.world_model.config import with_architecture_of
@@ -65,8 +66,9 @@ def recorded_buffer(path: str, history: int, step_dt: float, device: torch.devic
 
 
 def build_finetune(cfg: TaskCfg, device: torch.device
-                   ) -> tuple[TaskCfg, LocomotionEnv, list[ModelBasedFinetuning]]:
-    """(cfg with the loaded model's architecture, imagination env, [ModelBasedFinetuning]) for a Finetune run."""
+                   ) -> tuple[TaskCfg, LocomotionEnv, list[RunnerExtension]]:
+    """(cfg with the loaded model's architecture, imagination env, [ModelBasedFinetuning, StartPolicy when
+    finetune.load_policy]) for a Finetune run."""
     from rwm.envs.scripted_policies import RandomPolicy, StandingPolicy
     from rwm.sim.imagination import ImaginationSimulator
     from rwm.tasks import make_env
@@ -132,22 +134,22 @@ def build_finetune(cfg: TaskCfg, device: torch.device
         model, initial_windows, cfg.num_envs, cfg.imagination, device=device, seed=cfg.seed,
         step_dt=real_env.step_dt)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
-    policy_state = pretrain_policy.state_dict() if (ft.load_policy and pretrain_policy is not None) else None
-    return cfg, env, [ModelBasedFinetuning(cfg, learner, real_env, policy_state,
-                                           recorded_transitions=recorded_transitions)]
+    extensions: list[RunnerExtension] = [ModelBasedFinetuning(cfg, learner, real_env,
+                                                              recorded_transitions=recorded_transitions)]
+    if ft.load_policy:
+        extensions.append(StartPolicy(pretrain_policy.state_dict(), ft.load_run))
+    return cfg, env, extensions
 
 
 class ModelBasedFinetuning(RunnerExtension):
     """Real data, world-model updates, imagination statistics and real-simulator evaluation for Finetune."""
 
     def __init__(self, cfg: TaskCfg, learner: WorldModelLearning, real_env: LocomotionEnv,
-                 policy_state: dict | None = None,
                  recorded_transitions: int = 0):
         self.cfg = cfg
         self.ft = cfg.finetune
         self.learner = learner
         self.real_env = real_env
-        self.policy_state = policy_state
         # Real simulator steps learning used: the initial ones and every iteration's. Not the
         # buffer's record count, which also holds one extra terminal record per ended episode.
         self.real_transitions = cfg.finetune.initial_real_steps * real_env.num_envs
@@ -162,10 +164,6 @@ class ModelBasedFinetuning(RunnerExtension):
         self._imagined_steps = 0
         self._imagined_resets = 0
         self._budget_spent = False
-
-    def on_new_run(self, runner) -> None:
-        if self.policy_state is not None:
-            runner.policy.load_state_dict(self.policy_state)
 
     def join_process_group(self, ctx: DistributedContext) -> None:
         self.learner.join_process_group(ctx)
