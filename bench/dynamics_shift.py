@@ -13,8 +13,10 @@ model and a policy) and may take at most B real transitions from the changed rob
               fall), so that both methods pursue the objective the nominal policy was trained for
   model_free  `rwm train --task Velocity-Flat-Anymal-D-Init-v0 --load-run NOMINAL sim.robot_variant=PRESET`:
               PPO continues the nominal policy on `--model-free-envs` changed robots for B real transitions
-  oracle      Init PPO trained on the changed robot from scratch with its full budget (the upper bound;
-              or `--oracle-runs DIR ...`, one per seed)
+  oracle      PPO continues the nominal policy on the changed robot with Init's full budget (1024 robots x
+              600 iterations, 14.7 M transitions: the upper bound; or `--oracle-runs DIR ...`, one per seed).
+              Init PPO from scratch on the weak_motors robot only learns to stand (docs/results.md), so
+              the oracle starts where the other methods start
   nominal     the nominal policy unchanged, on the nominal and on the changed robot (the lower bound)
 
 Each result is the run's LAST checkpoint measured as `rwm play` measures it (`--eval-envs` robots x
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import statistics
 import sys
@@ -132,11 +135,11 @@ def adapt_model_free(nominal: Path, preset: str, budget: int, seed: int, envs: i
     return train_or_reuse(cfg)
 
 
-def train_oracle(preset: str, seed: int, quick: bool) -> Path:
+def train_oracle(nominal: Path, preset: str, seed: int, quick: bool) -> Path:
     cfg, _ = resolve_train_config(INIT, [*RUN_ITEMS, "runner.console=line", "runner.progress_bar=false",
-                                         f"sim.robot_variant={preset}", f"seed={seed}",
-                                         *(["runner.num_steps_per_env=8"] if quick else [])],
-                                  run_name=f"bench_shift_oracle_{preset}_s{seed}",
+                                         f"runner.start_policy={nominal}", f"sim.robot_variant={preset}",
+                                         f"seed={seed}", *(["runner.num_steps_per_env=8"] if quick else [])],
+                                  run_name=f"bench_shift_oracle_adapted_{preset}_s{seed}",
                                   num_envs=16 if quick else None, max_iterations=2 if quick else None)
     return train_or_reuse(cfg)
 
@@ -148,9 +151,20 @@ def real_transitions(checkpoint: Path) -> int:
 
 
 def measure_on(checkpoint: Path, preset: str, envs: int, seconds: float, seeds: list[int]) -> dict:
-    """`rwm play`'s figures of a checkpoint's policy on robot `preset`."""
+    """`rwm play`'s figures of a checkpoint's policy on robot `preset`.
+
+    Written beside the checkpoint and read back by a later invocation, so that a benchmark split over
+    several invocations measures each checkpoint once (the measurement is deterministic given its seeds).
+    """
+    seed_names = "-".join(map(str, seeds))
+    saved = checkpoint.with_name(f"{checkpoint.stem}_play_{preset}_{envs}x{seconds:g}s_seeds{seed_names}.json")
+    if saved.is_file():
+        return json.loads(saved.read_text())
     policy, cfg, _ = policy_from_checkpoint(checkpoint)
-    return measure(apply_overrides(cfg, [f"sim.robot_variant={preset}"]), policy.act_inference, envs, seconds, seeds)
+    measured = measure(apply_overrides(cfg, [f"sim.robot_variant={preset}"]), policy.act_inference, envs, seconds,
+                       seeds)
+    saved.write_text(json.dumps(measured))
+    return measured
 
 
 def run_result(run_dir: Path, seed: int, preset: str, envs: int, seconds: float, seeds: list[int]) -> dict:
@@ -238,6 +252,8 @@ def main() -> None:
                         help="real-transition budgets B (default 50k 100k 200k 500k)")
     parser.add_argument("--test-budget", type=int, default=200_000, help="the budget the two methods are tested at")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default 0 1)")
+    parser.add_argument("--curve-seeds", type=int, nargs="+", default=None,
+                        help="training seeds at the budgets other than --test-budget (default: --seeds)")
     parser.add_argument("--rwm-iterations", type=int, default=300, help="iterations of each world-model adaptation")
     parser.add_argument("--model-free-envs", type=int, default=128, help="changed robots PPO continues on")
     parser.add_argument("--oracle-runs", type=Path, nargs="+", default=None,
@@ -264,6 +280,8 @@ def main() -> None:
     budgets = [400, 800] if quick else args.budgets
     test_budget = budgets[-1] if quick else args.test_budget
     seeds = args.seeds[:1] if quick else args.seeds
+    curve_seeds = seeds if quick or args.curve_seeds is None else args.curve_seeds
+    seeds_at = lambda budget: seeds if budget == test_budget else curve_seeds  # noqa: E731
     oracle_seeds = oracle_seeds[:1] if quick else oracle_seeds
     envs, seconds = (4, 1.0) if quick else (args.eval_envs, 20.0)
     eval_seeds = args.eval_seeds[:2] if quick else args.eval_seeds
@@ -276,9 +294,9 @@ def main() -> None:
                 "model_free": lambda b, s: adapt_model_free(nominal, args.preset, b, s, model_free_envs)}
     if args.train_only:
         if args.train_only == "oracle":
-            runs = [train_oracle(args.preset, seed, quick) for seed in oracle_seeds]
+            runs = [train_oracle(nominal, args.preset, seed, quick) for seed in oracle_seeds]
         else:
-            runs = [adapters[args.train_only](budget, seed) for budget in budgets for seed in seeds]
+            runs = [adapters[args.train_only](budget, seed) for budget in budgets for seed in seeds_at(budget)]
         print(f"[dynamics_shift] {args.train_only}: {len(runs)} finished runs: {', '.join(map(str, runs))}")
         return
     nominal_checkpoint = find_checkpoint(nominal)
@@ -288,13 +306,14 @@ def main() -> None:
                      "nominal_on_shifted": measure_on(nominal_checkpoint, args.preset, envs, seconds, eval_seeds)}
     print(f"[dynamics_shift] nominal policy: tracking {results['nominal_on_nominal']['tracking_lin_vel']:.3f} on the "
           f"nominal robot, {results['nominal_on_shifted']['tracking_lin_vel']:.3f} on '{args.preset}'", flush=True)
-    oracle_dirs = args.oracle_runs or [train_oracle(args.preset, seed, quick) for seed in oracle_seeds]
+    oracle_dirs = args.oracle_runs or [train_oracle(nominal, args.preset, seed, quick) for seed in oracle_seeds]
     results["oracle"] = summary([run_result(d, s, args.preset, envs, seconds, eval_seeds)
                                 for d, s in zip(oracle_dirs, oracle_seeds)])
     for name, adapt in adapters.items():
         results[name] = {}
         for budget in budgets:
-            runs = [run_result(adapt(budget, seed), seed, args.preset, envs, seconds, eval_seeds) for seed in seeds]
+            runs = [run_result(adapt(budget, seed), seed, args.preset, envs, seconds, eval_seeds)
+                    for seed in seeds_at(budget)]
             results[name][str(budget)] = summary(runs)
             print(f"[dynamics_shift] {name} B={budget}: tracking {results[name][str(budget)]['tracking']:.3f}, "
                   f"fall rate {results[name][str(budget)]['fall_rate']:.3f}", flush=True)
@@ -306,7 +325,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     plot(image, args.preset, results, envs, seconds)
     emit("dynamics_shift", {**results, "evaluation": {"num_envs": envs, "seconds": seconds, "seeds": eval_seeds},
-                            "settings": {"rwm_iterations": rwm_iterations, "spend_share": SPEND_SHARE,
+                            "settings": {"seeds_at_test_budget": seeds, "seeds_at_other_budgets": curve_seeds,
+                                         "rwm_iterations": rwm_iterations, "spend_share": SPEND_SHARE,
                                          "model_free_envs": model_free_envs, "steps_per_iteration": STEPS},
                             "plot": str(image), "wall_clock_s": round(time.perf_counter() - started, 1)}, quick)
 
