@@ -20,14 +20,17 @@ model and a policy) and may take at most B real transitions from the changed rob
   nominal     the nominal policy unchanged, on the nominal and on the changed robot (the lower bound)
 
 Each result is the run's LAST checkpoint measured as `rwm play` measures it (`--eval-envs` robots x
-20 s under each `--eval-seeds` seed) on the changed robot. At `--test-budget` the two methods are
+20 s under each `--eval-seeds` seed) on the changed robot; the measurement is kept beside the
+checkpoint and reused by a later invocation. `--seeds` are the training seeds at `--test-budget`,
+`--curve-seeds` those at the other budgets. At `--test-budget` the two methods are
 compared: falls with a two-proportion test (robots pooled over seeds), tracking with an exact
 permutation test over the (training seed, evaluation seed) means.
 
 Prints one JSON object as the last line: preset, nominal_on_nominal, nominal_on_shifted, oracle,
 rwm and model_free (per budget: per-seed tracking, fall_rate, real_transitions, wall_clock_s, and
-their means), comparison, machine. A full run writes bench/results/dynamics_shift.json and the plot
-bench/results/dynamics_shift.png (tracking against B, log x; oracle and nominal as horizontal lines).
+their means), comparison (at the test budget, with rwm_vs_oracle), comparison_by_budget, machine.
+A full run writes bench/results/dynamics_shift.json and the plot bench/results/dynamics_shift.png
+(tracking and fall rate against B, log x; oracle and nominal as horizontal lines).
 
     python bench/dynamics_shift.py --nominal-run logs/anymal_d_flat/<run> [--oracle-runs DIR DIR]
     python bench/dynamics_shift.py --quick   # tiny runs of every stage, under a minute
@@ -213,26 +216,28 @@ def plot(path: Path, preset: str, results: dict, envs: int, seconds: float) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name, label, color in (("rwm", "world model adapts, policy learns in imagination", "C0"),
-                               ("model_free", "PPO continues on the changed robot", "C1")):
-        budgets = sorted(results[name], key=int)
-        ax.plot([int(b) for b in budgets], [results[name][b]["tracking"] for b in budgets], "o-", color=color,
-                label=label)
-        for b in budgets:
-            ax.scatter([int(b)] * len(results[name][b]["seeds"]), [r["tracking"] for r in results[name][b]["seeds"]],
-                       color=color, s=12, alpha=0.5)
-    ax.axhline(results["oracle"]["tracking"], color="tab:green", linestyle="--",
-               label=f"oracle: PPO trained on the changed robot ({results['oracle']['real_transitions'] / 1e6:.1f} M)")
-    ax.axhline(results["nominal_on_shifted"]["tracking_lin_vel"], color="tab:gray", linestyle=":",
-               label="nominal policy unchanged")
-    ax.set_xscale("log")
-    ax.set_xlabel("real transitions B from the changed robot")
-    ax.set_ylabel("linear-velocity tracking (rwm play)")
-    ax.set_ylim(0.0, 1.0)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
-    ax.set_title(f"Adapting to the '{preset}' robot ({envs} robots x {seconds:g} s, last checkpoints)")
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.5))
+    oracle, nominal = results["oracle"], results["nominal_on_shifted"]
+    for ax, key, nominal_key, label in ((axes[0], "tracking", "tracking_lin_vel", "linear-velocity tracking"),
+                                        (axes[1], "fall_rate", "fall_rate", "fall rate")):
+        for name, method, color in (("rwm", "world model adapts, policy learns in imagination", "C0"),
+                                    ("model_free", "PPO continues on the changed robot", "C1")):
+            budgets = sorted(results[name], key=int)
+            ax.plot([int(b) for b in budgets], [results[name][b][key] for b in budgets], "o-", color=color,
+                    label=method)
+            for b in budgets:  # one dot per training seed
+                ax.scatter([int(b)] * len(results[name][b]["seeds"]), [r[key] for r in results[name][b]["seeds"]],
+                           color=color, s=12, alpha=0.5)
+        ax.axhline(oracle[key], color="tab:green", linestyle="--",
+                   label=f"oracle: PPO on the changed robot with {oracle['real_transitions'] / 1e6:.1f} M")
+        ax.axhline(nominal[nominal_key], color="tab:gray", linestyle=":", label="nominal policy unchanged")
+        ax.set_xscale("log")
+        ax.set_xlabel("real transitions B from the changed robot")
+        ax.set_ylabel(f"{label} (rwm play)")
+        ax.set_ylim(0.0, 1.0 if key == "tracking" else max(0.1, 1.15 * ax.get_ylim()[1]))
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"Adapting to the '{preset}' robot ({envs} robots x {seconds:g} s, last checkpoints)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -321,6 +326,8 @@ def main() -> None:
     results["comparison"] = {"budget": test_budget, **compare(at_test, results["model_free"][str(test_budget)]),
                              "rwm_vs_oracle": round(at_test["tracking"] / results["oracle"]["tracking"], 4)
                              if results["oracle"]["tracking"] > 0 else math.nan}
+    results["comparison_by_budget"] = {str(b): compare(results["rwm"][str(b)], results["model_free"][str(b)])
+                                       for b in budgets}
     image = RESULTS / "dynamics_shift.png" if not quick else Path("/tmp/dynamics_shift_quick.png")
     RESULTS.mkdir(exist_ok=True)
     plot(image, args.preset, results, envs, seconds)
