@@ -325,12 +325,12 @@ def main() -> None:
             results[name][str(budget)] = summary(runs)
             print(f"[dynamics_shift] {name} B={budget}: tracking {results[name][str(budget)]['tracking']:.3f}, "
                   f"fall rate {results[name][str(budget)]['fall_rate']:.3f}", flush=True)
-    at_test = results["rwm"][str(test_budget)]
-    results["comparison"] = {"budget": test_budget, **compare(at_test, results["model_free"][str(test_budget)]),
-                             "rwm_vs_oracle": round(at_test["tracking"] / results["oracle"]["tracking"], 4)
+    by_budget = {str(b): compare(results["rwm"][str(b)], results["model_free"][str(b)]) for b in budgets}
+    tracking_at_test = results["rwm"][str(test_budget)]["tracking"]
+    results["comparison"] = {"budget": test_budget, **by_budget[str(test_budget)],
+                             "rwm_vs_oracle": round(tracking_at_test / results["oracle"]["tracking"], 4)
                              if results["oracle"]["tracking"] > 0 else math.nan}
-    results["comparison_by_budget"] = {str(b): compare(results["rwm"][str(b)], results["model_free"][str(b)])
-                                       for b in budgets}
+    results["comparison_by_budget"] = by_budget
     image = RESULTS / "dynamics_shift.png" if not quick else Path("/tmp/dynamics_shift_quick.png")
     RESULTS.mkdir(exist_ok=True)
     plot(image, args.preset, results, envs, seconds)

@@ -31,4 +31,3 @@ def build_mode(cfg: TaskCfg, device: torch.device) -> tuple[TaskCfg, Any, list[R
         raise ValueError(f"'{cfg.task_id}' is not trained; run `rwm visualize --run RUN_DIR` on a Pretrain or "
                          "Finetune run instead.")
     return cfg, None, start
-
