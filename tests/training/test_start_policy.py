@@ -24,6 +24,16 @@ def test_a_new_init_run_continues_another_runs_policy_on_a_changed_robot(tmp_pat
     loaded, _ = train(init_cfg(tmp_path, 0, (f"runner.start_policy={nominal.log_dir}",)))
     for key, value in loaded.policy.state_dict().items():
         assert torch.equal(value, start[key]), key
+    # ... and its optimizer goes on where the source's stopped: Adam's moments and the adaptive learning rate
+    source_adam, loaded_adam = nominal.alg.optimizer.state_dict(), loaded.alg.optimizer.state_dict()
+    assert loaded.alg.learning_rate == nominal.alg.learning_rate != 1.0e-3
+    assert loaded_adam["param_groups"][0]["lr"] == nominal.alg.learning_rate
+    for index, moments in source_adam["state"].items():
+        assert torch.equal(loaded_adam["state"][index]["exp_avg_sq"], moments["exp_avg_sq"]), index
+    # a fixed schedule keeps the rate it is given
+    fixed, _ = train(init_cfg(tmp_path, 0, (f"runner.start_policy={nominal.log_dir}", "algorithm.schedule=fixed",
+                                            "algorithm.learning_rate=0.0004")))
+    assert fixed.alg.learning_rate == fixed.alg.optimizer.param_groups[0]["lr"] == 0.0004
     # it is a new run on the changed robot, which learns from the loaded policy on
     adapted, summary = train(init_cfg(tmp_path, 1, (f"runner.start_policy={nominal.log_dir}",
                                                     "sim.robot_variant=weak_motors")))

@@ -91,9 +91,9 @@ def build_finetune(cfg: TaskCfg, device: torch.device
                              "this task (45, 12, 8, 1).")
         cfg = dataclasses.replace(cfg, world_model=with_architecture_of(cfg.world_model, model.cfg))
 
-    pretrain_policy = None
+    pretrain_policy = pretrain_payload = None
     if ft.load_run:
-        pretrain_policy, _, _ = policy_from_checkpoint(find_checkpoint(ft.load_run), device=device)
+        pretrain_policy, _, pretrain_payload = policy_from_checkpoint(find_checkpoint(ft.load_run), device=device)
 
     learner = WorldModelLearning(cfg, device, num_envs=ft.num_real_envs, model=model)
     model = learner.model
@@ -137,7 +137,8 @@ def build_finetune(cfg: TaskCfg, device: torch.device
     extensions: list[RunnerExtension] = [ModelBasedFinetuning(cfg, learner, real_env,
                                                               recorded_transitions=recorded_transitions)]
     if ft.load_policy:
-        extensions.append(StartPolicy(pretrain_policy.state_dict(), ft.load_run))
+        extensions.append(StartPolicy(pretrain_policy.state_dict(), ft.load_run,
+                                      pretrain_payload.get("optimizer_state_dict")))
     return cfg, env, extensions
 
 
