@@ -564,7 +564,8 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="Finetune: the Pretrain run to take the world model from (and the policy, with "
                         "finetune.load_policy=true); its latest checkpoint is used. Without --load-run and "
                         "--world-model, Finetune starts from scratch: an untrained world model and a random policy. "
-                        "Init and Pretrain: a run whose policy the new run starts from (runner.start_policy)")
+                        "Init and Pretrain: a run whose policy the new run starts from (runner.start_policy). The "
+                        "policy's optimizer state (Adam's moments, the adaptive learning rate) comes with it")
     p.add_argument("--world-model", default=None, metavar="CHECKPOINT",
                    help="Finetune: a world-model checkpoint (a run's model_<iter>.pt or an `rwm import-upstream` "
                         "file); takes precedence over --load-run's world model")

@@ -138,7 +138,7 @@ class RunnerCfg:
     run_name: str = ""  # appended to the run directory's time stamp
     log_root: str = "logs"  # runs go to <log_root>/<experiment_name>/<YYYY-MM-DD_HH-MM-SS>[_<run_name>]/
     # Init and Pretrain (`--load-run`): a run directory or checkpoint whose policy (actor, critic,
-    # observation normaliser) a new run starts from, e.g. to continue a policy on a changed robot
+    # observation normaliser, optimizer state) a new run starts from, e.g. to continue a policy on a changed robot
     start_policy: str = ""
     eval: EvalCfg = field(default_factory=EvalCfg)  # how `rwm play` measures a policy
 
@@ -190,7 +190,7 @@ class FinetuneCfg:
     # this nor world_model_checkpoint, Finetune starts from scratch (untrained model, random policy)
     load_run: str = ""
     world_model_checkpoint: str = ""  # a world-model file (run checkpoint or `rwm import-upstream` output)
-    load_policy: bool = False  # start PPO from load_run's policy instead of a random initialisation
+    load_policy: bool = False  # start PPO from load_run's policy (and its optimizer state) instead of a random one
     num_real_envs: int = 16  # real environments feeding the replay buffer (paper: 10)
     real_steps_per_iteration: int = 24  # real control steps per environment and iteration
     initial_real_steps: int = 100  # real steps collected before imagining (>= the model's history)
