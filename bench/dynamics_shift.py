@@ -102,16 +102,11 @@ def quick_nominal_run() -> Path:
 
 
 def rwm_overrides(budget: int, iterations: int, initial_steps: int) -> list[str]:
-    """Finetune settings that spend `budget` real transitions over SPEND_SHARE of `iterations`, every one of
-    them kept in the replay buffer to the end."""
+    """Finetune settings that spend `budget` real transitions over SPEND_SHARE of `iterations`."""
     spend = max(1, int(SPEND_SHARE * iterations))
-    steps_per_robot = STEPS * spend + initial_steps
-    robots = max(1, budget // steps_per_robot)
-    # a record per step and one more per ended episode (episodes last up to 1000 steps)
-    capacity = steps_per_robot + steps_per_robot // 500 + 2
+    robots = max(1, budget // (STEPS * spend + initial_steps))
     return [f"finetune.num_real_envs={robots}", f"finetune.real_steps_per_iteration={STEPS}",
-            f"finetune.initial_real_steps={initial_steps}", f"finetune.real_budget={budget}",
-            f"world_model_learning.replay_capacity={capacity}"]
+            f"finetune.initial_real_steps={initial_steps}", f"finetune.real_budget={budget}"]
 
 
 # Imagination pursues the Init task: its reward weights, the imagined fall still priced
@@ -121,8 +116,7 @@ INIT_OBJECTIVE = [f"env.reward_weights.{term}={weight}" for term, weight in INIT
 
 def adapt_rwm(nominal: Path, world_model: Path | None, preset: str, budget: int, seed: int, iterations: int,
               quick: bool) -> Path:
-    quick_items = ["runner.num_steps_per_env=8", "finetune.real_eval_interval=1000",
-                   "world_model_learning.eval_length=40"] if quick else []
+    quick_items = ["runner.num_steps_per_env=8", "finetune.real_eval_interval=1000"] if quick else []
     model_items = [f"finetune.world_model_checkpoint={world_model}"] if world_model else []
     cfg, _ = resolve_train_config(FINETUNE, [*RUN_ITEMS, "runner.console=line", "runner.progress_bar=false",
                                              f"finetune.load_run={nominal}", "finetune.load_policy=true",
