@@ -137,8 +137,8 @@ def build_finetune(cfg: TaskCfg, device: torch.device
     extensions: list[RunnerExtension] = [ModelBasedFinetuning(cfg, learner, real_env,
                                                               recorded_transitions=recorded_transitions)]
     if ft.load_policy:
-        extensions.append(StartPolicy(pretrain_policy.state_dict(), ft.load_run,
-                                      pretrain_payload.get("optimizer_state_dict")))
+        extensions.append(StartPolicy(pretrain_policy.state_dict(), pretrain_payload["optimizer_state_dict"],
+                                      ft.load_run))
     return cfg, env, extensions
 
 

@@ -242,17 +242,20 @@ class Runner:
         self._last_saved_iteration = self.current_iteration
         return path
 
+    def load_optimizer_state(self, state: dict[str, Any], source: str) -> None:
+        """PPO's Adam state (moments and learning rate) from `source` (named in the error if it does not fit)."""
+        try:
+            self.alg.optimizer.load_state_dict(state)
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{source} has an optimizer state that does not fit this policy ({error}).") from None
+        self.alg.learning_rate = float(self.alg.optimizer.param_groups[0]["lr"])
+
     def load(self, path: str | Path, load_optimizer: bool = True, load_rng: bool = True) -> dict[str, Any]:
         """Restore policy (with normalisers), optimizer, iteration counter and RNG states from a checkpoint."""
         payload = load_checkpoint(path, expected_layout=self.obs_layout, map_location=self.device)
         load_weights(self.policy, payload["model_state_dict"], f"checkpoint '{path}'")
         if load_optimizer:
-            try:
-                self.alg.optimizer.load_state_dict(payload["optimizer_state_dict"])
-            except (ValueError, KeyError, TypeError) as error:
-                raise CheckpointError(f"checkpoint '{path}' has an optimizer state that does not fit this "
-                                      f"policy ({error}).") from None
-            self.alg.learning_rate = float(self.alg.optimizer.param_groups[0]["lr"])
+            self.load_optimizer_state(payload["optimizer_state_dict"], f"checkpoint '{path}'")
         self.current_iteration = int(payload["iter"])
         self._last_saved_iteration = self.current_iteration
         self.last_checkpoint = Path(path)
