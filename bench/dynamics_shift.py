@@ -6,7 +6,7 @@ model and a policy) and may take at most B real transitions from the changed rob
 
   rwm         `rwm train --task Velocity-Flat-Anymal-D-Finetune-v0 --load-run NOMINAL
               finetune.load_policy=true sim.robot_variant=PRESET finetune.real_budget=B
-              world_model.num_mini_batches=MODEL_UPDATES`: the nominal world model (the nominal run's, or
+              world_model.num_mini_batches=MODEL_MINI_BATCHES`: the nominal world model (the nominal run's, or
               `--world-model FILE`) keeps learning from the changed robot's real robots, the nominal
               policy learns in its imagination; `--rwm-iterations` iterations (100), the budget spent over
               the first `SPEND_SHARE` of them (finetune.num_real_envs chosen so). Imagination rewards the
@@ -66,7 +66,7 @@ STEPS = 24  # real control steps per robot and iteration, in both methods
 SPEND_SHARE = 0.8  # rwm spends its budget over this share of its iterations, then learns in imagination alone
 # World-model mini-batches (of 256 windows) per adaptation iteration; with Finetune's one, the model
 # still misfits the changed robot when the run ends (docs/results.md, changed robots)
-MODEL_UPDATES = 4
+MODEL_MINI_BATCHES = 4
 QUICK_MODEL = ["world_model.ensemble_size=2", "world_model.rnn_num_layers=1", "world_model.rnn_hidden_size=32",
                "world_model.history_horizon=4", "world_model.forecast_horizon=2", "world_model.mini_batch_size=16",
                "world_model_learning.replay_capacity=128", "world_model_learning.eval_length=12",
@@ -109,7 +109,7 @@ def rwm_overrides(budget: int, iterations: int, initial_steps: int) -> list[str]
     """Finetune settings that spend `budget` real transitions over SPEND_SHARE of `iterations`."""
     spend = max(1, int(SPEND_SHARE * iterations))
     robots = max(1, budget // (STEPS * spend + initial_steps))
-    return [f"world_model.num_mini_batches={MODEL_UPDATES}",
+    return [f"world_model.num_mini_batches={MODEL_MINI_BATCHES}",
             f"finetune.num_real_envs={robots}", f"finetune.real_steps_per_iteration={STEPS}",
             f"finetune.initial_real_steps={initial_steps}", f"finetune.real_budget={budget}"]
 
@@ -223,6 +223,7 @@ def plot(path: Path, preset: str, results: dict, envs: int, seconds: float) -> N
 
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.5))
     oracle, nominal = results["oracle"], results["nominal_on_shifted"]
+    measured_budgets = sorted({int(b) for name in ("rwm", "model_free") for b in results[name]})
     for ax, key, nominal_key, label in ((axes[0], "tracking", "tracking_lin_vel", "linear-velocity tracking"),
                                         (axes[1], "fall_rate", "fall_rate", "fall rate")):
         for name, method, color in (("rwm", "world model adapts, policy learns in imagination", "C0"),
@@ -237,8 +238,7 @@ def plot(path: Path, preset: str, results: dict, envs: int, seconds: float) -> N
                    label=f"oracle: PPO on the changed robot with {oracle['real_transitions'] / 1e6:.1f} M")
         ax.axhline(nominal[nominal_key], color="tab:gray", linestyle=":", label="nominal policy unchanged")
         ax.set_xscale("log")
-        budgets = sorted({int(b) for name in ("rwm", "model_free") for b in results[name]})
-        ax.set_xticks(budgets, [f"{b / 1000:g} k" for b in budgets])
+        ax.set_xticks(measured_budgets, [f"{b / 1000:g} k" for b in measured_budgets])
         ax.minorticks_off()
         ax.set_xlabel("real transitions B from the changed robot")
         ax.set_ylabel(f"{label} (rwm play)")
@@ -349,7 +349,7 @@ def main() -> None:
     emit("dynamics_shift", {**results, "evaluation": {"num_envs": envs, "seconds": seconds, "seeds": eval_seeds},
                             "settings": {"seeds": seeds, "one_seed_budgets": one_seed_budgets,
                                          "rwm_iterations": rwm_iterations, "spend_share": SPEND_SHARE,
-                                         "rwm_model_mini_batches": MODEL_UPDATES,
+                                         "rwm_model_mini_batches": MODEL_MINI_BATCHES,
                                          "model_free_envs": model_free_envs, "steps_per_iteration": STEPS},
                             "plot": str(image), "wall_clock_s": round(time.perf_counter() - started, 1)}, quick)
 
