@@ -104,26 +104,6 @@ def test_adapting_to_a_changed_robot_spends_exactly_the_real_budget(pretrain_run
         finetune_cfg(tmp_path, pretrain_run, extra=("finetune.real_budget=50",))
 
 
-def test_real_robots_in_the_policy_batch_step_with_the_imagined_ones(pretrain_run, tmp_path, steps_by_simulator):
-    """With `real_in_policy_batch`, the 4 real robots are environments of PPO's rollout beside the 16
-    imagined ones: every rollout step moves them once, their transitions reach PPO's storage and the
-    world model's replay buffer, and the count of real transitions is the steps the simulator took."""
-    cfg = finetune_cfg(tmp_path, pretrain_run, iterations=2, extra=(
-        "finetune.real_in_policy_batch=true", "sim.robot_variant=weak_motors",
-        f"finetune.real_budget={4 * 24 + 2 * 4 * 8}"))
-    runner, _ = train(cfg)
-    extension = runner.extensions[0]
-    assert runner.num_envs == 16 + 4 and runner.alg.storage.observations.shape[1] == 20
-    assert steps_by_simulator[id(extension.real_env.sim)] == extension.real_transitions == 4 * 24 + 2 * 8 * 4
-    assert [row["Real/transitions"] for row in runner.history] == [4 * 24 + 8 * 4, 4 * 24 + 2 * 8 * 4]
-    # every real step reached the replay buffer: 24 initial records and 16 more per robot, and
-    # one record more for each episode that ended
-    assert int(extension.learner.buffer.num_added.sum()) >= 4 * (24 + 16)
-    with pytest.raises(ValueError, match="finetune.real_budget = 100 is less than the 160 real transitions"):
-        build_mode(finetune_cfg(tmp_path, pretrain_run, iterations=2, extra=(
-            "finetune.real_in_policy_batch=true", "finetune.real_budget=100")), torch.device("cpu"))
-
-
 def test_a_resumed_finetune_run_keeps_its_replay_buffer(pretrain_run, tmp_path, capsys):
     first, _ = train(finetune_cfg(tmp_path, pretrain_run, iterations=2))
     saved = load_checkpoint(first.log_dir / "model_2.pt")["finetune_replay_buffer"]

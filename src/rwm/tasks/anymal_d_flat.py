@@ -197,10 +197,6 @@ class FinetuneCfg:
     # Real transitions learning may use, the initial steps included: once spent, the real robots stop
     # and the run goes on with the world model and imagination alone. 0: no limit.
     real_budget: int = 0
-    # The real robots step beside the imagined ones in every rollout (`runner.num_steps_per_env`
-    # steps each, instead of `real_steps_per_iteration` after the update), and PPO learns from
-    # their transitions too, not only the world model
-    real_in_policy_batch: bool = False
     warmup_iterations: int = 0  # iterations that update only the world model (paper: 500)
     real_eval_interval: int = 100  # iterations between evaluations in the real simulator (`rwm play` metrics)
     real_eval_num_envs: int = 64  # robots of each evaluation in the real simulator

@@ -3,8 +3,7 @@
 The runner is the same loop as every mode; here its environment is `LocomotionEnv` on an
 `ImaginationSimulator` (the same task: commands, observations, rewards, terminations), and one
 extension does the rest each iteration: a few real environments take `real_steps_per_iteration`
-steps with the current policy into the replay buffer (or, with `real_in_policy_batch`, step beside
-the imagined ones in the rollout PPO learns from), the world model is updated on it, and
+steps with the current policy into the replay buffer, the world model is updated on it, and
 every `real_eval_interval` iterations the policy is measured in the real simulator with the
 `rwm play` metrics, so the imagined-vs-real gap is a curve in TensorBoard. During
 `warmup_iterations` only the world model learns.
@@ -19,7 +18,6 @@ from typing import Any
 import torch
 
 from rwm.config import apply_overrides
-from rwm.envs.concat_env import ConcatEnv
 from rwm.envs.locomotion_env import LocomotionEnv
 from rwm.tasks.anymal_d_flat import TaskCfg
 from rwm.training.checkpoint import find_checkpoint
@@ -79,15 +77,6 @@ def build_finetune(cfg: TaskCfg, device: torch.device
     ft = cfg.finetune
     if ft is None:
         raise ValueError("mode 'finetune' needs the 'finetune' config section.")
-    if ft.real_in_policy_batch and ft.real_budget:
-        needed = (ft.initial_real_steps + cfg.runner.max_iterations * cfg.runner.num_steps_per_env) * ft.num_real_envs
-        if needed > ft.real_budget:
-            raise ValueError(
-                f"finetune.real_budget = {ft.real_budget} is less than the {needed} real transitions this run takes "
-                f"with finetune.real_in_policy_batch=true ((finetune.initial_real_steps {ft.initial_real_steps} + "
-                f"runner.max_iterations {cfg.runner.max_iterations} x runner.num_steps_per_env "
-                f"{cfg.runner.num_steps_per_env}) x finetune.num_real_envs {ft.num_real_envs}); its real robots step "
-                "in every rollout, so lower finetune.num_real_envs or the iterations, or raise the budget.")
     if ft.load_policy and not ft.load_run:
         raise ValueError("finetune.load_policy=true needs a run to load the policy from (--load-run RUN_DIR).")
     # Without a run or a world-model file, the world model starts untrained (from scratch) and
@@ -145,10 +134,8 @@ def build_finetune(cfg: TaskCfg, device: torch.device
         model, initial_windows, cfg.num_envs, cfg.imagination, device=device, seed=cfg.seed,
         step_dt=real_env.step_dt)
     env = LocomotionEnv(cfg.env, simulator, seed=cfg.seed)
-    finetuning = ModelBasedFinetuning(cfg, learner, real_env, recorded_transitions=recorded_transitions)
-    if ft.real_in_policy_batch:
-        env = ConcatEnv(env, real_env, on_second_step=finetuning.record_real_step)
-    extensions: list[RunnerExtension] = [finetuning]
+    extensions: list[RunnerExtension] = [ModelBasedFinetuning(cfg, learner, real_env,
+                                                              recorded_transitions=recorded_transitions)]
     if ft.load_policy:
         extensions.append(StartPolicy(pretrain_policy.state_dict(), pretrain_payload["optimizer_state_dict"],
                                       ft.load_run))
@@ -223,16 +210,8 @@ class ModelBasedFinetuning(RunnerExtension):
             scalars["Real/eval_transitions"] = float(self.real_eval_transitions)
         return scalars
 
-    def record_real_step(self, actions: torch.Tensor, obs: dict[str, torch.Tensor], extras: dict) -> None:
-        """One step of the real robots in the policy's rollout (`real_in_policy_batch`): into the replay buffer."""
-        self.learner.recorder.record(actions, obs, extras)
-        self.real_transitions += self.real_env.num_envs
-
     def real_steps_this_iteration(self) -> int:
-        """Real steps per real robot after this iteration's update: `real_steps_per_iteration`, fewer once
-        `real_budget` runs out; none when the real robots step in the rollout (`real_in_policy_batch`)."""
-        if self.ft.real_in_policy_batch:
-            return 0
+        """Real steps per real robot this iteration: `real_steps_per_iteration`, fewer once `real_budget` runs out."""
         if not self.ft.real_budget:
             return self.ft.real_steps_per_iteration
         left = self.ft.real_budget - self.real_transitions
