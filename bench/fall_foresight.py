@@ -13,12 +13,15 @@ A model that foresees falls but a policy that still falls in reality means the p
 meets those states in imagination; a model that does not foresee them lets the policy exploit it.
 
 Prints one JSON object as the last line: per look-ahead, the falls foreseen, the false alarms
-and their rates. `--quick` evaluates 128 robots for 10 s (seconds).
+and their rates, and `real_falls_tilted`, the real falls whose fallen state tilts beyond
+`imagination.fall_tilt` (the others, a base that touches down nearly level, imagination can see
+only through the model's termination head). `--quick` evaluates 128 robots for 10 s (seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 from pathlib import Path
@@ -29,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator  # noqa: E402
-from rwm.sim.state import ACTION_DIM  # noqa: E402
+from rwm.sim.state import ACTION_DIM, STATE_SLICES  # noqa: E402
 from rwm.tasks import make_env  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint  # noqa: E402
 from rwm.training.evaluation import eval_config  # noqa: E402
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="real seconds (default 20; quick 10)")
     parser.add_argument("--lookahead", type=float, nargs="+", default=[0.2, 0.5, 1.0],
                         help="seconds of look-ahead to test (default 0.2 0.5 1.0)")
+    parser.add_argument("--result-name", default="fall_foresight",
+                        help="bench/results/<name>.json of a full run (default fall_foresight)")
     parser.add_argument("--quick", action="store_true", help="128 robots for 10 s")
     args = parser.parse_args()
     num_envs = args.num_envs or (128 if args.quick else 512)
@@ -140,9 +145,12 @@ def main() -> None:
             "false_alarm_rate": alarms / len(controls) if controls else None}
         print(f"[fall_foresight] {lookahead:g} s ahead: {foreseen}/{len(cases)} falls foreseen, "
               f"{alarms}/{len(controls)} false alarms", flush=True)
-    emit("fall_foresight", {"checkpoint": str(checkpoint), "num_envs": num_envs, "seconds": seconds,
-                            "real_falls": len(falls), "fall_tilt": fall_tilt, "lookahead_s": per_lookahead},
-         args.quick)
+    gravity = torch.stack([traj["state"][e, t, STATE_SLICES["projected_gravity"]] for e, t in falls]) if falls \
+        else torch.zeros(0, 3)  # (falls, 3) at the fallen state
+    tilted = int((-gravity[:, 2] / gravity.norm(dim=-1).clamp(min=1e-6) < math.cos(fall_tilt)).sum())
+    emit(args.result_name, {"checkpoint": str(checkpoint), "num_envs": num_envs, "seconds": seconds,
+                            "real_falls": len(falls), "real_falls_tilted": tilted, "fall_tilt": fall_tilt,
+                            "lookahead_s": per_lookahead}, args.quick)
 
 
 if __name__ == "__main__":
