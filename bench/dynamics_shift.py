@@ -7,11 +7,12 @@ model and a policy) and may take at most B real transitions from the changed rob
   rwm         `rwm train --task Velocity-Flat-Anymal-D-Finetune-v0 --load-run NOMINAL
               finetune.load_policy=true sim.robot_variant=PRESET finetune.real_budget=B
               world_model.num_mini_batches=MODEL_MINI_BATCHES imagination.member_per_episode=false`:
-              the nominal world model (the nominal run's, or `--world-model FILE`) keeps learning from the changed robot's real robots, the nominal
-              policy learns in its imagination; `--rwm-iterations` iterations (100), the budget spent over
-              the first `SPEND_SHARE` of them (finetune.num_real_envs chosen so). Imagination rewards the
-              Init task's terms with Init's weights (and prices a fall), so that both methods pursue the
-              objective the nominal policy was trained for, and rolls out the ensemble's mean
+              the nominal world model (the nominal run's, or `--world-model FILE`) keeps learning from
+              the changed robot's real robots, the nominal policy learns in its imagination;
+              `--rwm-iterations` iterations (100), the budget spent over the first `SPEND_SHARE` of them
+              (finetune.num_real_envs chosen so). Imagination rolls out the ensemble's mean and rewards
+              the Init task's terms with Init's weights (and prices a fall), so that both methods pursue
+              the objective the nominal policy was trained for
   model_free  `rwm train --task Velocity-Flat-Anymal-D-Init-v0 --load-run NOMINAL sim.robot_variant=PRESET`:
               PPO continues the nominal policy on `--model-free-envs` changed robots for B real transitions
   oracle      PPO continues the nominal policy on the changed robot with Init's full budget (1024 robots x
