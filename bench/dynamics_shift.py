@@ -6,13 +6,12 @@ model and a policy) and may take at most B real transitions from the changed rob
 
   rwm         `rwm train --task Velocity-Flat-Anymal-D-Finetune-v0 --load-run NOMINAL
               finetune.load_policy=true sim.robot_variant=PRESET finetune.real_budget=B
-              world_model.num_mini_batches=MODEL_MINI_BATCHES imagination.member_per_episode=false`:
-              the nominal world model (the nominal run's, or `--world-model FILE`) keeps learning from
-              the changed robot's real robots, the nominal policy learns in its imagination;
-              `--rwm-iterations` iterations (100), the budget spent over the first `SPEND_SHARE` of them
-              (finetune.num_real_envs chosen so). Imagination rolls out the ensemble's mean and rewards
-              the Init task's terms with Init's weights (and prices a fall), so that both methods pursue
-              the objective the nominal policy was trained for
+              world_model.num_mini_batches=MODEL_MINI_BATCHES`: the nominal world model (the nominal run's, or
+              `--world-model FILE`) keeps learning from the changed robot's real robots, the nominal
+              policy learns in its imagination; `--rwm-iterations` iterations (100), the budget spent over
+              the first `SPEND_SHARE` of them (finetune.num_real_envs chosen so). Imagination rewards the
+              Init task's terms with Init's weights (and prices a fall), so that both methods pursue the
+              objective the nominal policy was trained for
   model_free  `rwm train --task Velocity-Flat-Anymal-D-Init-v0 --load-run NOMINAL sim.robot_variant=PRESET`:
               PPO continues the nominal policy on `--model-free-envs` changed robots for B real transitions
   oracle      PPO continues the nominal policy on the changed robot with Init's full budget (1024 robots x
@@ -68,10 +67,6 @@ SPEND_SHARE = 0.8  # rwm spends its budget over this share of its iterations, th
 # World-model mini-batches (of 256 windows) per adaptation iteration; with Finetune's one, the model
 # still misfits the changed robot when the run ends (docs/results.md, changed robots)
 MODEL_MINI_BATCHES = 4
-# Imagination rolls out the ensemble's mean, not one member per episode (Finetune's RWM-U default):
-# at 200 k the adapted policy then tracks better on both training seeds at the same fall rate
-# (docs/results.md, changed robots)
-ENSEMBLE_MEAN = "imagination.member_per_episode=false"
 QUICK_MODEL = ["world_model.ensemble_size=2", "world_model.rnn_num_layers=1", "world_model.rnn_hidden_size=32",
                "world_model.history_horizon=4", "world_model.forecast_horizon=2", "world_model.mini_batch_size=16",
                "world_model_learning.replay_capacity=128", "world_model_learning.eval_length=12",
@@ -114,7 +109,7 @@ def rwm_overrides(budget: int, iterations: int, initial_steps: int) -> list[str]
     """Finetune settings that spend `budget` real transitions over SPEND_SHARE of `iterations`."""
     spend = max(1, int(SPEND_SHARE * iterations))
     robots = max(1, budget // (STEPS * spend + initial_steps))
-    return [f"world_model.num_mini_batches={MODEL_MINI_BATCHES}", ENSEMBLE_MEAN,
+    return [f"world_model.num_mini_batches={MODEL_MINI_BATCHES}",
             f"finetune.num_real_envs={robots}", f"finetune.real_steps_per_iteration={STEPS}",
             f"finetune.initial_real_steps={initial_steps}", f"finetune.real_budget={budget}"]
 
@@ -354,7 +349,7 @@ def main() -> None:
     emit("dynamics_shift", {**results, "evaluation": {"num_envs": envs, "seconds": seconds, "seeds": eval_seeds},
                             "settings": {"seeds": seeds, "one_seed_budgets": one_seed_budgets,
                                          "rwm_iterations": rwm_iterations, "spend_share": SPEND_SHARE,
-                                         "rwm_model_mini_batches": MODEL_MINI_BATCHES, "rwm_imagination": ENSEMBLE_MEAN,
+                                         "rwm_model_mini_batches": MODEL_MINI_BATCHES,
                                          "model_free_envs": model_free_envs, "steps_per_iteration": STEPS},
                             "plot": str(image), "wall_clock_s": round(time.perf_counter() - started, 1)}, quick)
 
