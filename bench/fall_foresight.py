@@ -21,7 +21,6 @@ only through the model's termination head). `--quick` evaluates 128 robots for 1
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 from pathlib import Path
@@ -31,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
-from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator  # noqa: E402
-from rwm.sim.state import ACTION_DIM, STATE_SLICES  # noqa: E402
+from rwm.sim.imagination import ImaginationCfg, ImaginationSimulator, tilted_beyond  # noqa: E402
+from rwm.sim.state import ACTION_DIM  # noqa: E402
 from rwm.tasks import make_env  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint  # noqa: E402
 from rwm.training.evaluation import eval_config  # noqa: E402
@@ -145,9 +144,8 @@ def main() -> None:
             "false_alarm_rate": alarms / len(controls) if controls else None}
         print(f"[fall_foresight] {lookahead:g} s ahead: {foreseen}/{len(cases)} falls foreseen, "
               f"{alarms}/{len(controls)} false alarms", flush=True)
-    gravity = torch.stack([traj["state"][e, t, STATE_SLICES["projected_gravity"]] for e, t in falls]) if falls \
-        else torch.zeros(0, 3)  # (falls, 3) at the fallen state
-    tilted = int((-gravity[:, 2] / gravity.norm(dim=-1).clamp(min=1e-6) < math.cos(fall_tilt)).sum())
+    fallen_states = traj["state"][[e for e, _ in falls], [t for _, t in falls]]  # (falls, 45)
+    tilted = int(tilted_beyond(fallen_states, fall_tilt).sum())
     emit(args.result_name, {"checkpoint": str(checkpoint), "num_envs": num_envs, "seconds": seconds,
                             "real_falls": len(falls), "real_falls_tilted": tilted, "fall_tilt": fall_tilt,
                             "lookahead_s": per_lookahead}, args.quick)

@@ -59,6 +59,12 @@ InitialWindows = Callable[[int, torch.Generator], dict[str, torch.Tensor]]
 _WINDOW_DIMS = {"state": STATE_DIM, "action": ACTION_DIM, "contact": CONTACT_DIM, "termination": TERMINATION_DIM}
 
 
+def tilted_beyond(system_state: torch.Tensor, tilt: float) -> torch.Tensor:
+    """(...,) bool: the base of raw system states (..., 45) tilts more than `tilt` rad from upright."""
+    gravity = system_state[..., STATE_SLICES["projected_gravity"]]  # (..., 3), -z is upright
+    return -gravity[..., 2] / gravity.norm(dim=-1).clamp(min=1e-6) < math.cos(tilt)
+
+
 @dataclass
 class ImaginationCfg:
     """How the world model is rolled out as a simulator (the `imagination` section of the Finetune
@@ -193,8 +199,7 @@ class ImaginationSimulator:
         termination = (self._no_termination if out.termination_logits is None
                        else torch.sigmoid(out.termination_logits))  # (N, 1)
         gravity = system_state[:, STATE_SLICES["projected_gravity"]]  # (N, 3), -z is upright
-        cos_tilt = -gravity[:, 2] / gravity.norm(dim=-1).clamp(min=1e-6)
-        ended = (cos_tilt < math.cos(self.cfg.fall_tilt)).unsqueeze(-1)  # (N, 1) tipped over
+        ended = tilted_beyond(system_state, self.cfg.fall_tilt).unsqueeze(-1)  # (N, 1) tipped over
         self._system_termination = termination.masked_fill(ended, 1.0)
         # World yaw rate = z row of R (body -> world) times omega; that row is -projected gravity.
         ang_vel = system_state[:, STATE_SLICES["base_ang_vel"]]
