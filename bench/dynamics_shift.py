@@ -54,6 +54,7 @@ from common import RESULTS, emit, fall_rate_difference, measure, run_wall_clock 
 
 from rwm.config import apply_overrides  # noqa: E402
 from rwm.envs.mdp.rewards import INIT_REWARD_WEIGHTS  # noqa: E402
+from rwm.sim.robot_variant import PRESETS  # noqa: E402
 from rwm.training.checkpoint import (  # noqa: E402
     checkpoint_iteration, find_checkpoint, list_checkpoints, load_checkpoint)
 from rwm.training.export import policy_from_checkpoint  # noqa: E402
@@ -263,7 +264,8 @@ def main() -> None:
     parser.add_argument("--world-model", type=Path, default=None,
                         help="the nominal world model file, e.g. an Offline run's checkpoint fitted on data recorded "
                              "from the nominal robot (default: --nominal-run's)")
-    parser.add_argument("--preset", default="weak_motors", help="sim.robot_variant of the changed robot")
+    parser.add_argument("--preset", default="weak_motors", choices=list(PRESETS),
+                        help="sim.robot_variant of the changed robot")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50_000, 100_000, 200_000, 500_000],
                         help="real-transition budgets B (default 50k 100k 200k 500k)")
     parser.add_argument("--test-budget", type=int, default=200_000, help="the budget the two methods are tested at")

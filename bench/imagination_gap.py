@@ -9,7 +9,9 @@ imagined   the policy (deterministic) drives `--num-envs` robots in the Offline 
            tracking as `rwm play` defines it, falls per robot-minute, and the epistemic
            uncertainty per step (median and 90th percentile; the RWM-U penalty's input);
 real       the same policy under `rwm play`'s conditions (`--real-envs` robots x `--real-seconds`,
-           evaluation seed 1): tracking and fall rate.
+           evaluation seed 1): tracking and fall rate; on the robot of its run's config, or on
+           `--preset` (a `sim.robot_variant`) for every policy, e.g. a changed robot and a world
+           model adapted to it.
 
 A model that would keep an offline policy honest rates the real walkers (Init PPO, Finetune) at
 least as high as the policies that fall, and gives the latter a higher epistemic uncertainty.
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 from rwm.config import apply_overrides  # noqa: E402
+from rwm.sim.robot_variant import PRESETS  # noqa: E402
 from rwm.tasks import make_task_cfg  # noqa: E402
 from rwm.training.checkpoint import find_checkpoint  # noqa: E402
 from rwm.training.evaluation import TRACKING_SIGMA_SQ, evaluate_policy  # noqa: E402
@@ -84,6 +87,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="imagined control steps (default 256; quick 50)")
     parser.add_argument("--real-envs", type=int, default=None, help="real robots (default 512; quick 64)")
     parser.add_argument("--real-seconds", type=float, default=None, help="real seconds (default 20; quick 5)")
+    parser.add_argument("--preset", default=None, choices=list(PRESETS),
+                        help="sim.robot_variant every policy is measured on in the real simulator (default: "
+                             "each policy's own run config)")
     parser.add_argument("--result-name", default="imagination_gap",
                         help="bench/results/<name>.json of a full run (default imagination_gap)")
     parser.add_argument("--quick", action="store_true", help="64 robots, 50 imagined steps, 5 real seconds")
@@ -102,10 +108,12 @@ def main() -> None:
     for path in args.policies:
         checkpoint = find_checkpoint(path)
         policy, cfg, _ = policy_from_checkpoint(checkpoint)
+        if args.preset is not None:
+            cfg = apply_overrides(cfg, [f"sim.robot_variant={args.preset}"])
         dream = imagined(env, policy.act_inference, steps)
         real = evaluate_policy(cfg, policy.act_inference, num_envs=real_envs, seconds=real_seconds, seed=1,
                                progress=False)
-        row = {"policy": str(checkpoint), "task": cfg.task_id,
+        row = {"policy": str(checkpoint), "task": cfg.task_id, "real_robot": cfg.sim.robot_variant,
                "imagined": dream,
                "real": {"tracking_lin_vel": real["tracking_lin_vel"], "fall_rate": real["fall_rate"]},
                "tracking_gap": dream["tracking_lin_vel"] - real["tracking_lin_vel"]}
@@ -113,7 +121,7 @@ def main() -> None:
         print(f"[imagination_gap] {checkpoint}: imagined tracking {dream['tracking_lin_vel']:.3f}, real "
               f"{real['tracking_lin_vel']:.3f} (falls {real['fall_rate']:.2f}); epistemic median "
               f"{dream['epistemic_median']:.3f}", flush=True)
-    emit(args.result_name, {"world_model": str(world_model), "dataset": str(args.dataset),
+    emit(args.result_name, {"world_model": str(world_model), "dataset": str(args.dataset), "preset": args.preset,
                              "num_envs": num_envs, "steps": steps, "real_envs": real_envs,
                              "real_seconds": real_seconds, "policies": rows}, args.quick)
 
