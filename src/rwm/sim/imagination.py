@@ -198,10 +198,10 @@ class ImaginationSimulator:
                                 else torch.sigmoid(out.contact_logits))
         termination = (self._no_termination if out.termination_logits is None
                        else torch.sigmoid(out.termination_logits))  # (N, 1)
-        gravity = system_state[:, STATE_SLICES["projected_gravity"]]  # (N, 3), -z is upright
         ended = tilted_beyond(system_state, self.cfg.fall_tilt).unsqueeze(-1)  # (N, 1) tipped over
         self._system_termination = termination.masked_fill(ended, 1.0)
         # World yaw rate = z row of R (body -> world) times omega; that row is -projected gravity.
+        gravity = system_state[:, STATE_SLICES["projected_gravity"]]  # (N, 3), -z is upright
         ang_vel = system_state[:, STATE_SLICES["base_ang_vel"]]
         heading = self._heading - self.step_dt * (ang_vel * gravity).sum(-1)
         self._heading = torch.remainder(heading + math.pi, 2 * math.pi) - math.pi
