@@ -110,7 +110,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     if args.video:
         os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
     from rwm.io import save_json
-    from rwm.training.evaluation import evaluate_policy
+    from rwm.training.evaluation import evaluate_policy, format_by_command
     from rwm.training.export import policy_from_checkpoint
 
     checkpoint = _checkpoint_path(args)
@@ -136,6 +136,7 @@ def cmd_play(args: argparse.Namespace) -> int:
     print(f"  falls: {report['fall_rate']:.1%} of environments ({report['falls']} falls, "
           f"{report['falls_per_env_minute']:.3f} per env-minute) | mean episode length "
           f"{'n/a' if episode is None else f'{episode:.2f} s'}")
+    print("  " + format_by_command(report["by_command"]).replace("\n", "\n  "))
     if video_path is not None:
         print(f"  video: {report['video']}")
     print(f"  written to {out}")

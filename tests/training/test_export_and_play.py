@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -76,7 +77,9 @@ def test_export_check_fails_when_the_export_differs(run_copy, monkeypatch):
 def test_play_reports_metrics_and_writes_them_into_the_run(run_copy, capsys):
     assert main(["play", "--run", str(run_copy), "--checkpoint", "model_1.pt", "--num-envs", "6", "--seconds", "0.4",
                  "--quiet"]) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert "by command: rows planar speed, columns |yaw rate|" in out and "< 0.5 m/s" in out
     written = json.loads((run_copy / "eval" / "play_model_1.json").read_text())
     assert written == report
     assert report["iteration"] == 1 and report["num_envs"] == 6 and report["env_steps"] == 6 * 20
@@ -137,6 +140,18 @@ def test_evaluation_metrics_follow_their_definitions(trained_run):
                                                 "env.commands.resampling_time_s=[3.0, 3.0]"])
     late = evaluate_policy(switch_cfg, stand_then_flail, num_envs=8, seconds=5.0, progress=False)
     assert late["falls_after_command_change"] == late["falls"] >= 2 and late["falls_after_start"] == 0
+
+    # The command cells add up to the totals: tracking weighted by their steps, falls summed.
+    for report in (fallen, calm, late):
+        cells = report["by_command"]
+        shares = [s for row in cells["step_share"] for s in row]
+        tracking = [t for row in cells["tracking_lin_vel"] for t in row]
+        assert len(shares) == 9 and math.isclose(sum(shares), 1.0)
+        assert math.isclose(sum(s * t for s, t in zip(shares, tracking) if t is not None),
+                            report["tracking_lin_vel"], rel_tol=1e-6)
+        assert sum(f for row in cells["falls"] for f in row) == report["falls"]
+    # standing commands are slow and straight: every step in the first cell
+    assert calm["by_command"]["step_share"][0][0] == 1.0 and calm["by_command"]["tracking_lin_vel"][1][1] is None
 
 
 def test_play_renders_a_video(run_copy, capsys):

@@ -22,6 +22,12 @@ acts deterministically (its mean) for ``seconds`` of simulated time. The metrics
     commanded planar velocity: where policies trained in short imagined episodes fail.
 ``mean_episode_length_s``
     mean length of the episodes that ended inside the window (falls and time-outs); None if none did.
+``by_command``
+    where tracking is lost and falls happen: the env-steps split into 3 x 3 cells by the command
+    in effect, rows by its planar speed (edges ``planar_speed_edges``, m/s), columns by its
+    absolute yaw rate (edges ``yaw_rate_edges``, rad/s); per cell ``tracking_lin_vel`` (None for
+    an empty cell), ``step_share`` and ``falls``. The step-weighted mean of the cells'
+    tracking is ``tracking_lin_vel``, their falls sum to ``falls``.
 
 Observation noise and pushes follow ``runner.eval`` (both off by default, like Isaac Lab's
 Play configurations); the robot is the task's ``sim.robot_variant`` and ``sim.robot``, reported
@@ -43,11 +49,13 @@ from tqdm import tqdm
 from rwm.config import apply_overrides, to_dict
 from rwm.tasks.anymal_d_flat import TaskCfg
 
-__all__ = ["evaluate_policy", "eval_config", "TRACKING_SIGMA_SQ"]
+__all__ = ["evaluate_policy", "eval_config", "format_by_command", "TRACKING_SIGMA_SQ"]
 
 TRACKING_SIGMA_SQ = 0.25  # the reward kernels' width: exp(-error^2 / 0.25)
 START_WINDOW_S = 3.0  # a fall this soon after its episode began counts in falls_after_start
 COMMAND_CHANGE_WINDOW_S = 2.0  # ... this soon after a new planar command, in falls_after_command_change
+COMMAND_SPEED_EDGES = (0.5, 1.0)  # m/s, planar command speeds splitting by_command's rows
+COMMAND_YAW_EDGES = (0.25, 0.5)  # rad/s, absolute yaw-rate commands splitting its columns
 
 
 class _StateRecorder:
@@ -86,6 +94,37 @@ def eval_config(cfg: TaskCfg, num_envs: int | None = None, seed: int | None = No
         "env.commands.random_first_duration=false",
         "env.commands.fast_share=0",
     ])
+
+
+def _by_command(tracking: torch.Tensor, steps: torch.Tensor, falls: torch.Tensor, num_columns: int) -> dict:
+    """`by_command` from per-cell sums (cells,): tracking kernels, env-steps and falls, as rows of `num_columns`."""
+    def as_rows(values: list) -> list[list]:
+        return [values[i:i + num_columns] for i in range(0, len(values), num_columns)]
+
+    steps_list = steps.tolist()
+    total = max(1, sum(steps_list))
+    return {"planar_speed_edges": list(COMMAND_SPEED_EDGES), "yaw_rate_edges": list(COMMAND_YAW_EDGES),
+            "tracking_lin_vel": as_rows([t / n if n else None for t, n in zip(tracking.tolist(), steps_list)]),
+            "step_share": as_rows([n / total for n in steps_list]), "falls": as_rows(falls.tolist())}
+
+
+def _ranges(edges: list[float], unit: str) -> list[str]:
+    """Cell labels of `edges`: '< a unit', 'a-b', ..., '>= z'."""
+    middle = [f"{low:g}-{high:g}" for low, high in zip(edges, edges[1:])]
+    return [f"< {edges[0]:g} {unit}", *middle, f">= {edges[-1]:g}"]
+
+
+def format_by_command(by_command: dict) -> str:
+    """`by_command` as a small table: tracking (share of env-steps, falls) per command cell."""
+    columns = _ranges(by_command["yaw_rate_edges"], "rad/s")
+    lines = ["tracking (share of env-steps, falls) by command: rows planar speed, columns |yaw rate|",
+             " " * 12 + "".join(f"{label:>20}" for label in columns)]
+    for label, tracking, share, falls in zip(_ranges(by_command["planar_speed_edges"], "m/s"),
+                                             by_command["tracking_lin_vel"], by_command["step_share"],
+                                             by_command["falls"]):
+        cells = ["n/a" if t is None else f"{t:.3f} ({s:.0%}, {f})" for t, s, f in zip(tracking, share, falls)]
+        lines.append(f"{label:<12}" + "".join(f"{cell:>20}" for cell in cells))
+    return "\n".join(lines)
 
 
 def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor], *, num_envs: int | None = None,
@@ -136,6 +175,13 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
     last_planar_command = env.command_manager.command[:, :2].clone()  # (N, 2)
     falls_after_start = torch.zeros((), dtype=torch.long, device=dev)  # summed on the device: no per-step sync
     falls_after_change = torch.zeros_like(falls_after_start)
+    speed_edges = torch.tensor(COMMAND_SPEED_EDGES, device=dev)
+    yaw_edges = torch.tensor(COMMAND_YAW_EDGES, device=dev)
+    num_yaw_cells = len(COMMAND_YAW_EDGES) + 1
+    num_cells = (len(COMMAND_SPEED_EDGES) + 1) * num_yaw_cells
+    cell_tracking = torch.zeros(num_cells, dtype=torch.float64, device=dev)  # summed kernels per command cell
+    cell_steps = torch.zeros(num_cells, dtype=torch.long, device=dev)
+    cell_falls = torch.zeros(num_cells, dtype=torch.long, device=dev)
 
     start = time.perf_counter()
     obs = env.get_observations()["policy"]
@@ -152,7 +198,8 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
             state = recorder.stepped_state
             lin_sq = torch.sum(torch.square(command[:, :2] - state.base_lin_vel[:, :2]), dim=1)
             ang_sq = torch.square(command[:, 2] - state.base_ang_vel[:, 2])
-            track_lin += torch.exp(-lin_sq / TRACKING_SIGMA_SQ).sum()
+            lin_kernel = torch.exp(-lin_sq / TRACKING_SIGMA_SQ)  # (N,)
+            track_lin += lin_kernel.sum()
             track_ang += torch.exp(-ang_sq / TRACKING_SIGMA_SQ).sum()
             lin_err += torch.sqrt(lin_sq).sum()
             ang_err += torch.sqrt(ang_sq).sum()
@@ -160,6 +207,11 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
             steps_since_change += 1
             fall = dones & ~extras["time_outs"]
             fell |= fall
+            cell = (torch.bucketize(command[:, :2].norm(dim=1), speed_edges, right=True) * num_yaw_cells
+                    + torch.bucketize(command[:, 2].abs(), yaw_edges, right=True))  # (N,) row-major cell index
+            cell_tracking.index_add_(0, cell, lin_kernel.double())
+            cell_steps.index_add_(0, cell, torch.ones_like(cell))
+            cell_falls.index_add_(0, cell, fall.long())
             falls += int(fall.sum())
             early = episode_steps <= start_steps
             falls_after_start += (fall & early).sum()
@@ -188,6 +240,7 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
         "time_outs": time_outs,
         "mean_episode_length_s": (sum(finished_lengths) / len(finished_lengths) * env.step_dt
                                   if finished_lengths else None),
+        "by_command": _by_command(cell_tracking, cell_steps, cell_falls, num_yaw_cells),
         "num_envs": n,
         "seconds": steps * env.step_dt,
         "env_steps": env_steps,
