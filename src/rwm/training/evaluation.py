@@ -181,6 +181,7 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
     num_cells = (len(COMMAND_SPEED_EDGES) + 1) * num_yaw_cells
     cell_tracking = torch.zeros(num_cells, dtype=torch.float64, device=dev)  # summed kernels per command cell
     cell_steps = torch.zeros(num_cells, dtype=torch.long, device=dev)
+    one_step = torch.ones(n, dtype=torch.long, device=dev)  # every environment's step, added to its cell
     cell_falls = torch.zeros(num_cells, dtype=torch.long, device=dev)
 
     start = time.perf_counter()
@@ -210,7 +211,7 @@ def evaluate_policy(cfg: TaskCfg, policy: Callable[[torch.Tensor], torch.Tensor]
             cell = (torch.bucketize(command[:, :2].norm(dim=1), speed_edges, right=True) * num_yaw_cells
                     + torch.bucketize(command[:, 2].abs(), yaw_edges, right=True))  # (N,) row-major cell index
             cell_tracking.index_add_(0, cell, lin_kernel.double())
-            cell_steps.index_add_(0, cell, torch.ones_like(cell))
+            cell_steps.index_add_(0, cell, one_step)
             cell_falls.index_add_(0, cell, fall.long())
             falls += int(fall.sum())
             early = episode_steps <= start_steps
